@@ -1,0 +1,66 @@
+# Every user-facing target bootstraps .venv itself (python3 -m venv + pip install -e '.[dev]');
+# the stamp makes a second run a no-op until pyproject.toml changes.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STUDY ?= fgo_regularization
+PORT ?= 5000
+HOST ?= 127.0.0.1
+TUNE_ARGS = $(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+            $(if $(WORKERS),--workers $(WORKERS)) $(if $(STORAGE),--storage '$(STORAGE)')
+MANIFESTS := data_manifests/fgo_synth.csv data_manifests/utk_synth.csv
+DATA_STAMP := data/.rendered
+
+.DEFAULT_GOAL := help
+.PHONY: help install data tune ui pareto ensemble predict bench test test-all lint clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv and install the package (done by every target as needed)
+
+$(DATA_STAMP): $(STAMP) $(MANIFESTS) mtl/data/render.py
+	$(BIN)/python -m mtl data render $(MANIFESTS)
+	@touch $@
+
+data: $(DATA_STAMP) ## render the demo datasets (fgo_synth, utk_synth) into data/ (deterministic)
+
+tune: $(DATA_STAMP) ## run/resume a study: make tune STUDY=fgo_regularization [TRIALS= EPOCHS= WORKERS= STORAGE=]
+	$(BIN)/python -m mtl tune $(STUDY) $(TUNE_ARGS)
+
+ui: $(STAMP) ## MLflow UI over the same store: make ui [PORT=5000] [HOST=127.0.0.1]
+	@echo "MLflow UI on http://$(HOST):$(PORT)  (Ctrl-C to stop)"
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+	  --default-artifact-root "$(CURDIR)/mlartifacts" --host $(HOST) --port $(PORT)
+
+pareto: $(STAMP) ## Pareto front + best trial per task, tags, registry aliases, plots: make pareto STUDY=s
+	$(BIN)/python -m mtl pareto $(STUDY)
+
+ensemble: $(DATA_STAMP) ## routing/averaging ensembles of Pareto models scored on test: make ensemble STUDY=s
+	$(BIN)/python -m mtl ensemble $(STUDY)
+
+predict: $(DATA_STAMP) ## captions + gallery: make predict STUDY=s [IMAGES="a.png b.png"] [MODEL=best-<task>]
+	$(BIN)/python -m mtl predict $(STUDY) $(if $(MODEL),--model $(MODEL)) $(IMAGES)
+
+bench: $(DATA_STAMP) ## performance ratios -> reports/bench.json
+	$(BIN)/python -m mtl bench
+
+test: $(STAMP) ## fast test suite (includes one tiny end-to-end study)
+	$(BIN)/pytest -q -m "not slow"
+
+test-all: $(STAMP) ## every test, slow ones included
+	$(BIN)/pytest -q
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+clean: ## remove rendered data, stores, reports and checkpoints (keeps .venv)
+	rm -rf data mlflow.db mlartifacts optuna reports checkpoints .pytest_cache

@@ -1,0 +1,1 @@
+"""Manifests, datasets, demo-set rendering and real-data importers."""

@@ -1,0 +1,334 @@
+"""Demo datasets drawn with pillow from manifest labels: `fgo_synth` (characters) and `utk_synth` (faces).
+
+Every image is a pure function of its row (labels + a seed hashed from its path), so `make data`
+writes the same bytes every run. Labels leave visible but noisy evidence, with difficulty spread
+as on the real art: gender is drawn boldly, alignment only through a small chest emblem (law axis)
+and the figure's brightness and aura (moral axis; evil characters are drawn darker, as in FGO).
+Renderings of one character vary pose, scale, background and weapon placement.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from mtl.data.manifest import Manifest
+from mtl.tasks import MULTILABEL_SEP
+
+CANVAS = 128  # drawn at this size, then resized to the requested size (anti-aliasing for free)
+
+FGO_TASKS = {
+    "gender": ("binary", ["Female", "Male"]),
+    "region": ("multiclass", ["Asia", "Egypt", "Europe", "Middle East"]),
+    "fighting_style": ("multiclass", ["magic", "melee", "ranged"]),
+    "alignment": ("multiclass", ["LG", "NG", "CG", "LN", "TN", "CN", "LE", "NE", "CE"]),
+    "colors": ("multilabel", ["White", "Red", "Green", "Black", "Blue", "Purple", "Gold", "Silver"]),
+}
+PALETTE = {"White": (240, 240, 236), "Red": (200, 32, 36), "Green": (34, 150, 60), "Black": (22, 22, 26),
+           "Blue": (34, 70, 200), "Purple": (122, 44, 164), "Gold": (222, 180, 40), "Silver": (168, 174, 186)}
+UTK_RACES = ["White", "Black", "Asian", "Indian", "Others"]
+
+
+def row_rng(image: str, salt: str = "") -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32((salt + image).encode()))
+
+
+# ------------------------------------------------------------------------------------------------
+# fgo_synth
+# ------------------------------------------------------------------------------------------------
+def _shade(rgb, f):
+    return tuple(int(max(0, min(255, c * f))) for c in rgb)
+
+
+def draw_fgo(labels: dict, rng: np.random.Generator) -> Image.Image:
+    """One rendering of a character; `labels` holds its true labels (all tasks, none missing)."""
+    bg = tuple(int(v) for v in rng.integers(70, 200, 3))
+    im = Image.new("RGB", (CANVAS, CANVAS), bg)
+    d = ImageDraw.Draw(im)
+    # background clutter in muted tones so colour evidence is noisy, not absent
+    for _ in range(rng.integers(2, 6)):
+        x, y, r = rng.integers(0, CANVAS, 2).tolist() + [int(rng.integers(6, 22))]
+        tone = _shade(bg, float(rng.uniform(0.7, 1.25)))
+        d.ellipse([x - r, y - r, x + r, y + r], fill=tone)
+
+    align = labels["alignment"]
+    law, moral = align[0], align[1]
+    # moral axis: evil darker (noisy factor), good brighter
+    light = {"G": 1.1, "N": 0.92, "E": 0.62}[moral] * float(rng.uniform(0.85, 1.12))
+    colors = labels["colors"]
+    main = [_shade(PALETTE[c], light) for c in colors]
+    while len(main) < 3:
+        main.append(main[len(main) % len(colors)])
+
+    s = float(rng.uniform(0.72, 1.0))  # scale
+    cx = CANVAS / 2 + float(rng.uniform(-14, 14))
+    top = 18 + float(rng.uniform(-6, 10))
+
+    def P(x, y):  # character-local coordinates -> canvas
+        return (cx + x * s, top + y * s)
+
+    if moral in "GE" and rng.random() < 0.85:  # aura: light halo for good, dark smoke for evil
+        aura = (250, 245, 200) if moral == "G" else (40, 10, 50)
+        r = 46 * s
+        d.ellipse([cx - r, top + 40 * s - r, cx + r, top + 40 * s + r], outline=aura, width=max(2, int(4 * s)))
+
+    skin = {"Asia": (238, 205, 170), "Egypt": (170, 120, 80), "Europe": (245, 215, 195),
+            "Middle East": (205, 160, 120)}[labels["region"]]
+    skin = _shade(skin, float(rng.uniform(0.9, 1.08)))
+    hair = [(90, 55, 30), (230, 200, 120), (210, 120, 150), (150, 80, 40)][int(rng.integers(0, 4))]
+    female = labels["gender"] == "Female"
+
+    # hair behind the head (long for Female)
+    if female:
+        d.polygon([P(-16, 8), P(16, 8), P(20, 50), P(-20, 50)], fill=hair)
+    # body: dress (Female, widening) or broad tunic (Male)
+    if female:
+        d.polygon([P(-12, 30), P(12, 30), P(28, 100), P(-28, 100)], fill=main[0])
+    else:
+        d.polygon([P(-22, 30), P(22, 30), P(18, 100), P(-18, 100)], fill=main[0])
+        d.rectangle([*P(-15, 100), *P(-4, 112)], fill=main[1])
+        d.rectangle([*P(4, 100), *P(15, 112)], fill=main[1])
+    # cape/sash in the second colour, trim in the third
+    d.polygon([P(-12, 32), P(-2, 32), P(14, 80), P(4, 80)], fill=main[1])
+    d.rectangle([*P(-20, 84), *P(20, 90)], fill=main[2])
+    # head
+    d.ellipse([*P(-12, 4), *P(12, 30)], fill=skin)
+    if not female:
+        d.chord([*P(-13, 2), *P(13, 22)], 180, 360, fill=hair)
+    else:
+        d.chord([*P(-14, 1), *P(14, 24)], 180, 360, fill=hair)
+    # eyes
+    for ex in (-5, 4):
+        d.ellipse([*P(ex, 14), *P(ex + 2, 17)], fill=(20, 20, 20))
+
+    # region: headgear (absent in ~15 % of renderings: noisy evidence)
+    if rng.random() < 0.85:
+        reg = labels["region"]
+        if reg == "Asia":  # wide conical hat
+            d.polygon([P(-24, 8), P(24, 8), P(0, -8)], fill=(180, 140, 70))
+        elif reg == "Egypt":  # striped nemes
+            d.polygon([P(-14, 2), P(14, 2), P(20, 30), P(-20, 30)], fill=(40, 60, 160))
+            for k in range(4):
+                y = 6 + 6 * k
+                d.line([P(-16 - k, y), P(16 + k, y)], fill=(230, 190, 60), width=max(1, int(2 * s)))
+            d.ellipse([*P(-11, 5), *P(11, 29)], fill=skin)
+        elif reg == "Europe":  # crown of spikes
+            d.polygon([P(-10, 4), P(-10, -6), P(-5, 0), P(0, -8), P(5, 0), P(10, -6), P(10, 4)],
+                      fill=(225, 190, 50))
+        else:  # turban
+            d.ellipse([*P(-15, -6), *P(15, 10)], fill=(235, 235, 225))
+            d.ellipse([*P(-3, -2), *P(3, 4)], fill=(180, 30, 40))
+
+    # fighting style: weapon on a random side at a random angle
+    side = 1 if rng.random() < 0.5 else -1
+    hx, hy = P(side * 26, 60)
+    ang = math.radians(float(rng.uniform(-35, 35)) - 90)
+    L = 52 * s
+    tip = (hx + math.cos(ang) * L, hy + math.sin(ang) * L)
+    style = labels["fighting_style"]
+    w = max(4, int(7 * s))
+    if style == "melee":  # sword: long broad blade with a cross guard
+        d.line([(hx, hy), tip], fill=(230, 232, 240), width=w)
+        gx, gy = hx + math.cos(ang) * 10 * s, hy + math.sin(ang) * 10 * s
+        px, py = -math.sin(ang) * 12 * s, math.cos(ang) * 12 * s
+        d.line([(gx - px, gy - py), (gx + px, gy + py)], fill=(120, 80, 30), width=w)
+    elif style == "ranged":  # bow: thick arc, string and a crossing arrow
+        r = 30 * s
+        cyb = hy - 26 * s
+        start, end = (-70, 70) if side > 0 else (110, 250)
+        d.arc([hx - r, cyb - r, hx + r, cyb + r], start, end, fill=(120, 72, 28), width=w)
+        ax = hx + (r * 0.34 if side > 0 else -r * 0.34)
+        d.line([(ax, cyb - r * 0.94), (ax, cyb + r * 0.94)], fill=(235, 235, 235), width=2)
+        d.line([(ax - side * 22 * s, cyb), (ax + side * 30 * s, cyb)], fill=(90, 60, 30), width=max(2, w // 2))
+    else:  # magic: staff with a big glowing orb and sparkles
+        d.line([(hx, hy), tip], fill=(100, 65, 35), width=max(3, w // 2))
+        r = 11 * s
+        d.ellipse([tip[0] - r * 1.5, tip[1] - r * 1.5, tip[0] + r * 1.5, tip[1] + r * 1.5], fill=(190, 245, 255))
+        d.ellipse([tip[0] - r, tip[1] - r, tip[0] + r, tip[1] + r], fill=(70, 220, 255))
+        for _ in range(4):
+            sx, sy = tip[0] + float(rng.uniform(-22, 22)) * s, tip[1] + float(rng.uniform(-22, 22)) * s
+            d.line([(sx - 3, sy), (sx + 3, sy)], fill=(255, 255, 200), width=2)
+            d.line([(sx, sy - 3), (sx, sy + 3)], fill=(255, 255, 200), width=2)
+
+    # law axis: a small chest emblem (the hardest evidence), missing in ~20 % of renderings
+    if rng.random() < 0.8:
+        ex, ey = P(float(rng.uniform(-4, 4)), 48)
+        r = 5.5 * s
+        ink = (250, 250, 250) if light < 0.8 else (15, 15, 15)
+        if law == "L":
+            d.rectangle([ex - r, ey - r, ex + r, ey + r], outline=ink, width=2)
+        elif law == "N":
+            d.ellipse([ex - r, ey - r, ex + r, ey + r], outline=ink, width=2)
+        else:
+            pts = [(ex + r * 1.3 * math.cos(k * math.pi / 5 - math.pi / 2) * (1 if k % 2 == 0 else 0.4),
+                    ey + r * 1.3 * math.sin(k * math.pi / 5 - math.pi / 2) * (1 if k % 2 == 0 else 0.4))
+                   for k in range(10)]
+            d.polygon(pts, fill=ink)
+
+    # sensor-style noise
+    arr = np.asarray(im, dtype=np.int16) + rng.normal(0, 6, (CANVAS, CANVAS, 3)).astype(np.int16)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+# ------------------------------------------------------------------------------------------------
+# utk_synth
+# ------------------------------------------------------------------------------------------------
+def draw_utk(labels: dict, rng: np.random.Generator) -> Image.Image:
+    """A face-like render: skin/hair by race (overlapping), grey hair and lines by age, hair/beard by gender."""
+    age = float(labels["age"])
+    race = labels["race"]
+    female = labels["gender"] == "Female"
+    bg = tuple(int(v) for v in rng.integers(90, 220, 3))
+    im = Image.new("RGB", (CANVAS, CANVAS), bg)
+    d = ImageDraw.Draw(im)
+    base = {"White": (236, 200, 180), "Black": (110, 72, 50), "Asian": (232, 196, 150),
+            "Indian": (170, 118, 82), "Others": (200, 150, 120)}[race]
+    skin = tuple(int(np.clip(c + rng.normal(0, 14), 0, 255)) for c in base)
+    hair_base = {"White": (150, 110, 60), "Black": (25, 20, 20), "Asian": (20, 20, 25),
+                 "Indian": (30, 25, 25), "Others": (70, 45, 30)}[race]
+    grey = float(np.clip((age - 35) / 45 + rng.normal(0, 0.12), 0, 1))  # grey hair from mid-thirties
+    hair = tuple(int(h * (1 - grey) + 200 * grey) for h in hair_base)
+
+    child = age < 14
+    fw = (30 if child else 34) + float(rng.uniform(-3, 3))
+    fh = (34 if child else 44) + float(rng.uniform(-3, 3))
+    cx = CANVAS / 2 + float(rng.uniform(-8, 8))
+    cy = CANVAS / 2 + 6 + float(rng.uniform(-6, 6))
+    if female:  # long hair behind the face
+        d.rectangle([cx - fw - 6, cy - fh * 0.6, cx + fw + 6, cy + fh + 10], fill=hair)
+    d.ellipse([cx - fw, cy - fh, cx + fw, cy + fh], fill=skin)
+    d.chord([cx - fw - 2, cy - fh - 6, cx + fw + 2, cy + fh * 0.2], 180, 360, fill=hair)
+    eye = 5 if child else 3.5
+    for ex in (-13, 13):
+        d.ellipse([cx + ex - eye, cy - 6 - eye, cx + ex + eye, cy - 6 + eye], fill=(30, 30, 30))
+    lip = (190, 60, 80) if female else _shade(skin, 0.7)
+    d.line([cx - 9, cy + fh * 0.5, cx + 9, cy + fh * 0.5], fill=lip, width=3 if female else 2)
+    # wrinkles: more lines and darker with age
+    n_lines = int(np.clip((age - 25) / 10 + rng.normal(0, 0.8), 0, 6))
+    for k in range(n_lines):
+        y = cy - fh * 0.55 + 4 * k
+        d.line([cx - 12, y, cx + 12, y + float(rng.uniform(-1, 1))], fill=_shade(skin, 0.72), width=1)
+    if not female and age >= 18 and rng.random() < 0.6:  # beard or stubble
+        d.chord([cx - fw * 0.8, cy + fh * 0.2, cx + fw * 0.8, cy + fh * 1.02], 0, 180, fill=hair)
+    arr = np.asarray(im, dtype=np.int16) + rng.normal(0, 5, (CANVAS, CANVAS, 3)).astype(np.int16)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+DRAWERS = {"fgo": draw_fgo, "utk": draw_utk}
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering a manifest
+# ------------------------------------------------------------------------------------------------
+def true_labels(m: Manifest) -> list[dict]:
+    """Each row's labels with missing cells filled from its group (a character keeps its labels)."""
+    t = m.table
+    per_group: dict[str, dict] = {}
+    for _, row in t.iterrows():
+        g = per_group.setdefault(row["group"], {})
+        for task in m.tasks:
+            if row[task.name].strip() and task.name not in g:
+                g[task.name] = row[task.name]
+    out = []
+    for _, row in t.iterrows():
+        labels = {}
+        for task in m.tasks:
+            cell = row[task.name].strip() or per_group[row["group"]].get(task.name) or task.classes[0]
+            labels[task.name] = cell.split(MULTILABEL_SEP) if task.kind == "multilabel" else cell
+        out.append(labels)
+    return out
+
+
+def render_manifest(m: Manifest, style: str, size: int = 64) -> int:
+    """Draw every image of the manifest into its root; returns the number written."""
+    draw = DRAWERS[style]
+    labels = true_labels(m)
+    m.root.mkdir(parents=True, exist_ok=True)
+    for image, lab in zip(m.table["image"], labels):
+        im = draw(lab, row_rng(image, style))
+        if size != CANVAS:
+            im = im.resize((size, size), Image.Resampling.LANCZOS)
+        dest = m.root / image
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        im.save(tmp, format="PNG", optimize=False)
+        os.replace(tmp, dest)  # never leave a half-written image behind
+    return len(labels)
+
+
+# ------------------------------------------------------------------------------------------------
+# generating the committed demo manifests (run once by developers: python -m mtl data make-manifests)
+# ------------------------------------------------------------------------------------------------
+def assign_splits(groups: list[str], seed: int = 0, fractions=(0.7, 0.15, 0.15)) -> dict[str, str]:
+    """Grouped 70/15/15 split: every group goes wholly to one split (deterministic for a seed)."""
+    uniq = sorted(set(groups))
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    n = len(uniq)
+    n_train = round(n * fractions[0])
+    n_val = round(n * fractions[1])
+    out = {}
+    for rank, idx in enumerate(order):
+        out[uniq[idx]] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    return out
+
+
+def make_fgo_manifest(n_chars: int = 60, per_char: int = 10, seed: int = 7) -> tuple[pd.DataFrame, dict]:
+    rng = np.random.default_rng(seed)
+    chars = []
+    for c in range(n_chars):
+        ch = {k: v[1][int(rng.integers(0, len(v[1])))] for k, v in FGO_TASKS.items() if k != "colors"}
+        ncol = int(rng.integers(2, 4))
+        ch["colors"] = [FGO_TASKS["colors"][1][i] for i in sorted(rng.choice(8, ncol, replace=False))]
+        chars.append((f"servant_{c:03d}", ch))
+    splits = assign_splits([g for g, _ in chars], seed)
+    rows = []
+    for g, ch in chars:
+        for r in range(per_char):
+            row = {"image": f"{splits[g]}/{g}_{r:02d}.png", "group": g, "split": splits[g]}
+            for k, v in ch.items():
+                row[k] = MULTILABEL_SEP.join(v) if k == "colors" else v
+            # partial labels: ~10 % of alignment and ~5 % of region cells left empty (never the first
+            # rendering, so the renderer can always recover a character's true label)
+            if r > 0 and rng.random() < 0.11:
+                row["alignment"] = ""
+            if r > 0 and rng.random() < 0.055:
+                row["region"] = ""
+            rows.append(row)
+    spec = {"root": "../data/fgo_synth", "render": "fgo",
+            "tasks": [{"name": k, "kind": kind, "classes": classes} for k, (kind, classes) in FGO_TASKS.items()]}
+    return pd.DataFrame(rows), spec
+
+
+def make_utk_manifest(n_ids: int = 250, per_id: int = 4, seed: int = 11) -> tuple[pd.DataFrame, dict]:
+    rng = np.random.default_rng(seed)
+    ids = [f"person_{i:04d}" for i in range(n_ids)]
+    splits = assign_splits(ids, seed)
+    rows = []
+    for g in ids:
+        age0 = int(rng.integers(1, 91))
+        gender = ["Male", "Female"][int(rng.integers(0, 2))]
+        race = UTK_RACES[int(rng.choice(5, p=[0.42, 0.19, 0.15, 0.17, 0.07]))]
+        for r in range(per_id):
+            age = int(np.clip(age0 + rng.integers(-2, 3), 1, 90))
+            rows.append({"image": f"{splits[g]}/{g}_{r}.png", "group": g, "split": splits[g],
+                         "age": str(age), "gender": gender, "race": race})
+    spec = {"root": "../data/utk_synth", "render": "utk",
+            "tasks": [{"name": "age", "kind": "regression"},
+                      {"name": "gender", "kind": "binary", "classes": ["Male", "Female"]},
+                      {"name": "race", "kind": "multiclass", "classes": UTK_RACES}]}
+    return pd.DataFrame(rows), spec
+
+
+def write_manifest(table: pd.DataFrame, spec: dict, csv_path: Path) -> None:
+    import json
+
+    from mtl.data.manifest import spec_path_for
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv_path, index=False)
+    spec_path_for(csv_path).write_text(json.dumps(spec, indent=2) + "\n")

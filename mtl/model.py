@@ -1,0 +1,132 @@
+"""HydraNet: one torchvision backbone computed once per batch, an optional shared trunk, one head per task.
+
+Also `freeze`, which stops gradients *and* keeps frozen BatchNorm/Dropout layers in eval mode across
+`model.train()` calls. `requires_grad=False` alone is not enough: BatchNorm still updates
+`running_mean/var` in train mode, silently changing what every other head sees (seed 004).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mtl.errors import UserError
+from mtl.tasks import Task
+
+
+def dense_block(in_dim: int, dims: list[int], bn_momentum: float, bn_eps: float, dropout: float) -> nn.Sequential:
+    """Linear -> BatchNorm1d(momentum, eps) -> ReLU -> Dropout, once per entry of `dims`."""
+    layers: list[nn.Module] = []
+    for d in dims:
+        layers += [nn.Linear(in_dim, d), nn.BatchNorm1d(d, eps=bn_eps, momentum=bn_momentum), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        in_dim = d
+    return nn.Sequential(*layers)
+
+
+def resolve_weights(backbone: str, weights: str | None):
+    """torchvision weights enum for `weights` ('DEFAULT' or an enum name), checked to be cached locally."""
+    if not weights:
+        return None
+    try:
+        enum = torchvision.models.get_model_weights(backbone)
+        w = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+    except (KeyError, ValueError):
+        raise UserError(f"backbone '{backbone}' has no weights '{weights}'") from None
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+    if not cached.is_file():
+        # get_model would try to download and hang or fail deep inside urllib: say what to do instead
+        raise UserError(f"weights {w} are not cached at {cached} and nothing can be downloaded here; "
+                        f"copy the file there or use weights=None")
+    return w
+
+
+def make_backbone(name: str, weights: str | None = None) -> tuple[nn.Module, int]:
+    """A torchvision classifier by name with its classifier replaced by identity, and its feature size."""
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise UserError(f"unknown backbone '{name}' (try resnet18, resnet50, mobilenet_v3_small, efficientnet_b0)")
+    net = torchvision.models.get_model(name, weights=resolve_weights(name, weights))
+    for attr in ("fc", "classifier", "heads", "head"):
+        head = getattr(net, attr, None)
+        if head is None:
+            continue
+        linears = [m for m in head.modules() if isinstance(m, nn.Linear)] if not isinstance(head, nn.Linear) else [head]
+        if linears:
+            setattr(net, attr, nn.Identity())
+            return net, linears[0].in_features
+    raise UserError(f"backbone '{name}': cannot find its classifier to replace")
+
+
+class HydraNet(nn.Module):
+    """Backbone -> trunk -> {task: head}. `forward` returns dict[task, Tensor]: (B,) for binary and
+    regression, (B, C) for multiclass and multilabel. Regression heads output center + scale * z."""
+
+    def __init__(self, tasks: list[Task], backbone: str = "resnet18", trunk_dims: list[int] = (),
+                 head_dims: list[int] = (), bn_momentum: float = 0.1, bn_eps: float = 1e-5,
+                 dropout: float = 0.0, weights: str | None = None):
+        super().__init__()
+        self.tasks = {t.name: t for t in tasks}
+        self.backbone, feat = make_backbone(backbone, weights)
+        self.trunk = dense_block(feat, list(trunk_dims), bn_momentum, bn_eps, dropout)
+        feat = trunk_dims[-1] if trunk_dims else feat
+        self.heads = nn.ModuleDict({
+            t.name: nn.Sequential(dense_block(feat, list(head_dims), bn_momentum, bn_eps, dropout),
+                                  nn.Linear(head_dims[-1] if head_dims else feat, t.out_dim))
+            for t in tasks})
+        for t in tasks:
+            if t.kind == "regression":
+                nn.init.zeros_(self.heads[t.name][-1].bias)
+        self.register_buffer("_reg_center", torch.tensor([t.center for t in tasks]), persistent=False)
+        self.register_buffer("_reg_scale", torch.tensor([t.scale for t in tasks]), persistent=False)
+        self._task_index = {t.name: i for i, t in enumerate(tasks)}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.backbone(x))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.features(x)  # computed once, shared by every head
+        out = {}
+        for name, head in self.heads.items():
+            y = head(h)
+            task = self.tasks[name]
+            if task.kind in ("binary", "regression"):
+                y = y.squeeze(-1)
+            if task.kind == "regression":
+                i = self._task_index[name]
+                y = self._reg_center[i] + self._reg_scale[i] * y
+            out[name] = y
+        return out
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:  # frozen layers behave as at inference: BatchNorm stats fixed, no dropout noise
+            for m in self.modules():
+                if getattr(m, "_mtl_frozen", False) and isinstance(m, (_BatchNorm, nn.Dropout)):
+                    m.eval()
+        return self
+
+
+def freeze(module: nn.Module) -> None:
+    """Stop gradients through `module` and keep its BatchNorm/Dropout in eval mode (see HydraNet.train)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    for m in module.modules():
+        m._mtl_frozen = True
+        if isinstance(m, (_BatchNorm, nn.Dropout)):
+            m.eval()
+
+
+def freeze_all_but(model: HydraNet, task: str) -> None:
+    """Fine-tune one head: freeze backbone, trunk and every other head."""
+    if task not in model.heads:
+        raise UserError(f"no head '{task}' to fine-tune (heads: {', '.join(model.heads)})")
+    freeze(model.backbone)
+    freeze(model.trunk)
+    for name, head in model.heads.items():
+        if name != task:
+            freeze(head)

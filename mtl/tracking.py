@@ -1,0 +1,170 @@
+"""MLflow tracking: store location, experiments, runs, flattened params, per-epoch metrics, artifacts.
+
+Default stores live in the working directory: `sqlite:///mlflow.db` and `mlartifacts/` beside it.
+`MLFLOW_TRACKING_URI` overrides (an `http://` server, another SQLite file, PostgreSQL ...).
+Everything goes through `MlflowClient` with explicit run ids: no global active run, so a worker
+process or a failing trial can never leave the wrong run open.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_RUN_NAME,
+    MLFLOW_SOURCE_NAME,
+)
+
+RENAMES = {"trunk_dims": "trunk.dims", "head_dims": "head.dims", "bn_momentum": "bn.momentum",
+           "bn_eps": "bn.eps", "lr_backbone": "lr.backbone", "lr_heads": "lr.heads",
+           "dwa_temperature": "dwa.temperature"}
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def redact(uri: str) -> str:
+    """A URI with any password replaced: `postgresql://u:***@host/db`. Never log a raw storage URL."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", str(uri))
+
+
+def artifact_root(uri: str) -> str | None:
+    """For a SQLite store, artifacts go to `mlartifacts/` beside the DB file; servers choose their own."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        return (db.parent.resolve() / "mlartifacts").as_uri()
+    return None
+
+
+def get_client() -> MlflowClient:
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """Experiment id by name, created once; tolerant of another process creating it first."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def flatten_config(cfg) -> dict[str, str]:
+    """TrainConfig -> MLflow params: `head.dims`, `bn.momentum`, `loss_weight.<task>`, ..."""
+    out = {}
+    for k, v in cfg.to_dict().items():
+        if k == "loss_weights":
+            for task, w in sorted(v.items()):
+                out[f"loss_weight.{task}"] = f"{w:.6g}"
+            continue
+        if isinstance(v, list):
+            v = ",".join(str(x) for x in v) or "none"
+        out[RENAMES.get(k, k)] = str(v)
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class RunLogger:
+    """One MLflow run, written through the client. Use as a context manager: an exception ends the
+    run FAILED (KILLED on Ctrl-C), a normal exit FINISHED, so no run is ever left RUNNING."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str, name: str, parent_id: str | None = None,
+                 tags: dict | None = None, run_id: str | None = None):
+        self.client = client
+        if run_id is None:
+            all_tags = {MLFLOW_RUN_NAME: name, MLFLOW_SOURCE_NAME: "mtl", **(tags or {})}
+            commit = git_commit()
+            if commit:
+                all_tags[MLFLOW_GIT_COMMIT] = commit
+            if parent_id:
+                all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
+            run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+            run_id = run.info.run_id
+        self.run_id = run_id
+        self.status = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.end("FINISHED")
+        else:
+            self.end("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED",
+                     reason=f"{exc_type.__name__}: {exc}")
+        return False
+
+    def log_params(self, params: dict) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def set_tags(self, tags: dict) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def log_epoch(self, epoch: int, row: dict) -> None:
+        self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+
+    def log_dataset(self, manifest, context: str = "training") -> None:
+        """The manifest as an MLflow dataset input (name, source path and content digest)."""
+        ds = mlflow.data.from_pandas(manifest.table, source=str(manifest.path), name=manifest.name)
+        self.client.log_inputs(self.run_id, [DatasetInput(ds._to_mlflow_entity(),
+                                                          tags=[InputTag("mlflow.data.context", context)])])
+
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def end(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        if self.status is not None:
+            return
+        if reason:
+            try:
+                self.set_tags({"mtl.failure": reason[:5000]})
+            except MlflowException:
+                pass
+        self.client.set_terminated(self.run_id, status=status)
+        self.status = status
+
+
+def run_status(client: MlflowClient, run_id: str) -> str:
+    return client.get_run(run_id).info.status
+
+
+__all__ = ["RunLogger", "RunStatus", "ensure_experiment", "flatten_config", "get_client", "redact",
+           "tracking_uri"]

@@ -1,0 +1,322 @@
+"""Training: TrainConfig, train_one_epoch, evaluate, fit, and per-task best checkpoints.
+
+The trainer knows nothing of Optuna or MLflow: `fit` takes an optional `on_epoch(epoch, metrics)`
+callback (tracking, progress) and returns the per-epoch history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import random
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from mtl.data.dataset import MultiTaskDataset
+from mtl.data.manifest import Manifest
+from mtl.errors import UserError
+from mtl.losses import make_weighting, task_losses
+from mtl.metrics import TaskMetrics
+from mtl.model import HydraNet, freeze_all_but
+from mtl.tasks import Task
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "resnet18"
+    weights: str | None = None  # torchvision weights name ("DEFAULT"); None: nothing is downloaded here
+    image_size: int = 64
+    trunk_dims: list[int] = field(default_factory=list)  # shared dense layers after the backbone
+    head_dims: list[int] = field(default_factory=list)  # per-task dense layers ([] = plain linear head)
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
+    dropout: float = 0.0
+    weighting: str = "fixed"  # fixed | uncertainty | dwa
+    loss_weights: dict[str, float] = field(default_factory=dict)  # fixed weighting; missing task = 1
+    dwa_temperature: float = 2.0
+    regression_loss: str = "l1"  # l1 | mse | smooth_l1
+    lr_backbone: float = 1e-3  # the FGO notebook fine-tuned pretrained weights at 1e-4; from scratch needs more
+    lr_heads: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"  # cosine | none
+    epochs: int = 10
+    batch_size: int = 32
+    augment: bool = True
+    patience: int = 0  # stop after this many epochs without a better mean per-task val score (0 = off)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # CUDA only: bf16/fp16 autocast
+    num_workers: int = 0
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise UserError(f"unknown config key(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(names))})")
+        return cls(**d)
+
+    def with_overrides(self, items: list[str]) -> TrainConfig:
+        """Apply `key=value` strings (`head_dims=256,256`, `loss_weights.age=0.1`); unknown keys fail loudly."""
+        hints = typing.get_type_hints(TrainConfig)
+        cfg = copy.deepcopy(self)
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise UserError(f"--set {item!r}: expected key=value")
+            if key.startswith("loss_weights."):
+                cfg.loss_weights[key.split(".", 1)[1]] = _parse(item, value, float)
+                continue
+            if key not in hints:
+                raise UserError(f"--set {item!r}: unknown config key '{key}' (known: {', '.join(sorted(hints))})")
+            setattr(cfg, key, _parse(item, value, hints[key]))
+        return cfg
+
+
+def _parse(item: str, value: str, typ):
+    origin = typing.get_origin(typ)
+    try:
+        if origin is list:
+            return [int(v) for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):  # str | None
+            return None if value.lower() in ("", "none", "null") else value
+        if typ is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if origin is dict:
+            raise ValueError
+        return typ(value)
+    except ValueError:
+        raise UserError(f"--set {item!r}: cannot read '{value}' as {getattr(typ, '__name__', typ)}") from None
+
+
+class DivergedError(RuntimeError):
+    """A non-finite training loss: the trial is failed, not silently continued."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig, tasks: list[Task]) -> HydraNet:
+    return HydraNet(tasks, cfg.backbone, cfg.trunk_dims, cfg.head_dims, cfg.bn_momentum, cfg.bn_eps,
+                    cfg.dropout, cfg.weights)
+
+
+def autocast(device: torch.device, enabled: bool):
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def to_device(batch, device):
+    x, targets, masks = batch
+    nb = device.type == "cuda"
+    return (x.to(device, non_blocking=nb), {k: v.to(device, non_blocking=nb) for k, v in targets.items()},
+            {k: v.to(device, non_blocking=nb) for k, v in masks.items()})
+
+
+def train_one_epoch(model, weighting, optimizer, loader, device, cfg: TrainConfig, tasks: list[Task]) -> dict:
+    """One pass over the train split. Returns the mean unweighted loss per task (over labelled samples)."""
+    model.train()
+    sums = {t.name: 0.0 for t in tasks}
+    counts = {t.name: 0 for t in tasks}
+    for batch in loader:
+        x, targets, masks = to_device(batch, device)
+        with autocast(device, cfg.amp):
+            outputs = model(x)
+        losses = task_losses(tasks, outputs, targets, masks, cfg.regression_loss)
+        total = weighting(losses)
+        if not torch.isfinite(total):
+            bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+            raise DivergedError(f"non-finite loss (tasks: {', '.join(bad) or 'weighted total'})")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        for t in tasks:  # weight by labelled samples so the epoch mean is per sample, not per batch
+            n = int(masks[t.name].sum())
+            sums[t.name] += losses[t.name].item() * n
+            counts[t.name] += n
+    return {k: sums[k] / counts[k] if counts[k] else 0.0 for k in sums}
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, tasks: list[Task], cfg: TrainConfig) -> dict[str, float]:
+    """Metrics ({'<task>/<metric>'}) and mean losses ({'<task>/loss'}) over a split."""
+    model.eval()
+    metrics = TaskMetrics(tasks)
+    sums = {t.name: 0.0 for t in tasks}
+    counts = {t.name: 0 for t in tasks}
+    for batch in loader:
+        x, targets, masks = to_device(batch, device)
+        with autocast(device, cfg.amp):
+            outputs = model(x)
+        metrics.update(outputs, targets, masks)
+        for name, loss in task_losses(tasks, outputs, targets, masks, cfg.regression_loss).items():
+            n = int(masks[name].sum())
+            sums[name] += float(loss) * n
+            counts[name] += n
+    out = metrics.compute()
+    out.update({f"{k}/loss": sums[k] / counts[k] if counts[k] else math.nan for k in sums})
+    return out
+
+
+def mean_score(tasks: list[Task], metrics: dict[str, float]) -> float:
+    """One higher-is-better number for patience: mean of primary scores, regression as 1 - MAE/std."""
+    vals = []
+    for t in tasks:
+        v = metrics.get(t.metric_key, math.nan)
+        vals.append(1.0 - v / t.scale if t.kind == "regression" else v)
+    vals = [v for v in vals if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def make_loaders(cfg: TrainConfig, manifest: Manifest, device: torch.device):
+    train_ds = MultiTaskDataset(manifest, "train", cfg.image_size, train=True, augment=cfg.augment)
+    val_ds = MultiTaskDataset(manifest, "val", cfg.image_size)
+    g = torch.Generator().manual_seed(cfg.seed)
+    pin = device.type == "cuda"
+    train = DataLoader(train_ds, cfg.batch_size, shuffle=True, generator=g, num_workers=cfg.num_workers,
+                       pin_memory=pin, drop_last=len(train_ds) > cfg.batch_size)  # BatchNorm needs batches > 1
+    val = DataLoader(val_ds, max(cfg.batch_size, 64), num_workers=cfg.num_workers, pin_memory=pin)
+    return train, val
+
+
+def make_optimizer(cfg: TrainConfig, model: HydraNet, weighting) -> torch.optim.Optimizer:
+    trainable = lambda ps: [p for p in ps if p.requires_grad]  # noqa: E731
+    groups = [{"params": trainable(model.backbone.parameters()), "lr": cfg.lr_backbone},
+              {"params": trainable(list(model.trunk.parameters()) + list(model.heads.parameters())),
+               "lr": cfg.lr_heads},
+              {"params": trainable(weighting.parameters()), "lr": cfg.lr_heads, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class FitResult:
+    history: list[dict]  # one dict per epoch: epoch, train/<task>/loss, val/<task>/<metric>, weight/<task>
+    best: dict[str, dict]  # task -> {"epoch", "score"}
+    checkpoint_dir: Path | None
+    stopped_early: bool = False
+
+
+def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_epoch=None,
+        init: dict | None = None, finetune: str | None = None) -> FitResult:
+    """Train `cfg.epochs` epochs; keep the best state per task (by its primary val metric) and the last.
+
+    `init` is a checkpoint dict to start from; `finetune=TASK` trains that head only, the rest frozen.
+    """
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    tasks = [Task.from_dict(t) for t in init["tasks"]] if init else manifest.tasks
+    train_tasks = [t for t in tasks if finetune is None or t.name == finetune]
+    model = build_model(cfg, tasks)
+    if init:
+        model.load_state_dict(init["model"])
+    if finetune:
+        freeze_all_but(model, finetune)
+    model.to(device)
+    weighting = make_weighting(cfg.weighting, train_tasks, cfg.loss_weights if not finetune else None,
+                               cfg.dwa_temperature).to(device)
+    optimizer = make_optimizer(cfg, model, weighting)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+                 if cfg.scheduler == "cosine" else None)
+    train_loader, val_loader = make_loaders(cfg, manifest, device)
+
+    history, best, states = [], {}, {}
+    best_mean, since_best, stopped = -math.inf, 0, False
+    for epoch in range(1, cfg.epochs + 1):
+        weights_used = weighting.weights()
+        train_losses = train_one_epoch(model, weighting, optimizer, train_loader, device, cfg, train_tasks)
+        weighting.end_epoch(train_losses)
+        if scheduler:
+            scheduler.step()
+        val = evaluate(model, val_loader, device, tasks, cfg)
+        row = {"epoch": epoch, **{f"train/{k}/loss": v for k, v in train_losses.items()},
+               **{f"val/{k}": v for k, v in val.items()}, **{f"weight/{k}": v for k, v in weights_used.items()}}
+        for t in tasks:
+            score = val.get(t.metric_key, math.nan)
+            if t.name not in best or t.better(score, best[t.name]["score"]):
+                best[t.name] = {"epoch": epoch, "score": score}
+                states[epoch] = states.get(epoch) or _cpu_state(model)
+        states = {e: s for e, s in states.items() if e in {b["epoch"] for b in best.values()}}
+        history.append(row)
+        if on_epoch:
+            on_epoch(epoch, row)
+        ms = mean_score(tasks, val)
+        if ms > best_mean:
+            best_mean, since_best = ms, 0
+        else:
+            since_best += 1
+        if cfg.patience and since_best >= cfg.patience and epoch < cfg.epochs:
+            stopped = True
+            break
+    ckpt_dir = None
+    if out_dir is not None:
+        ckpt_dir = save_checkpoints(Path(out_dir), cfg, tasks, states, best, _cpu_state(model), history[-1]["epoch"])
+    return FitResult(history, best, ckpt_dir, stopped)
+
+
+def _cpu_state(model) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_state: dict, last_epoch: int) -> Path:
+    """One file per distinct epoch (`epoch-<e>.pt`, plain dicts with the config) and `index.json`
+    mapping each task to its best epoch's file, plus `last`. Tasks that peak together share a file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    states = {**states, last_epoch: states.get(last_epoch) or last_state}
+    for epoch, state in states.items():
+        torch.save({"model": state, "config": cfg.to_dict(), "tasks": [t.to_dict() for t in tasks],
+                    "epoch": epoch}, out_dir / f"epoch-{epoch}.pt")
+    index = {"best": {k: {**v, "file": f"epoch-{v['epoch']}.pt"} for k, v in best.items()},
+             "last": {"epoch": last_epoch, "file": f"epoch-{last_epoch}.pt"}}
+    (out_dir / "index.json").write_text(json.dumps(index, indent=2))
+    return out_dir
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint dict, loaded safely (weights_only: no pickled code runs)."""
+    path = Path(path)
+    if path.is_dir():  # a checkpoint directory: take its last epoch
+        index = json.loads((path / "index.json").read_text())
+        path = path / index["last"]["file"]
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+
+
+def model_from_checkpoint(ckpt: dict) -> tuple[HydraNet, TrainConfig, list[Task]]:
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    tasks = [Task.from_dict(t) for t in ckpt["tasks"]]
+    model = build_model(cfg.replace(weights=None), tasks)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg, tasks

@@ -1,0 +1,199 @@
+"""HydraNet shapes, backbone-once, BatchNorm-safe freezing, metrics, overfitting, reproducibility."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mtl.data.manifest import load_manifest
+from mtl.errors import UserError
+from mtl.losses import make_weighting, task_losses
+from mtl.metrics import TaskMetrics, majority_baseline
+from mtl.model import HydraNet, freeze, freeze_all_but
+from mtl.tasks import Task
+from mtl.train import TrainConfig, fit
+
+KINDS = [Task("gender", "binary", ("F", "M")), Task("race", "multiclass", ("a", "b", "c", "d", "e")),
+         Task("colors", "multilabel", tuple("rgbkwpys")), Task("age", "regression", center=40.0, scale=20.0)]
+
+
+def test_output_shapes_and_backbone_called_once():
+    net = HydraNet(KINDS, "resnet18", trunk_dims=[32], head_dims=[16, 8], bn_momentum=0.2, dropout=0.1)
+    calls = []
+    net.backbone.register_forward_hook(lambda *a: calls.append(1))
+    out = net(torch.randn(4, 3, 32, 32))
+    assert len(calls) == 1
+    assert out["gender"].shape == (4,) and out["race"].shape == (4, 5)
+    assert out["colors"].shape == (4, 8) and out["age"].shape == (4,)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert bns and all(m.momentum == 0.2 for m in bns)
+
+
+def test_regression_head_starts_at_center():
+    net = HydraNet([KINDS[3]], "resnet18").eval()
+    with torch.no_grad():
+        net.heads["age"][-1].weight.zero_()
+        assert torch.allclose(net(torch.randn(2, 3, 32, 32))["age"], torch.tensor([40.0, 40.0]))
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_other_backbones(backbone):
+    net = HydraNet(KINDS[:2], backbone, head_dims=[8]).eval()
+    assert net(torch.randn(2, 3, 32, 32))["race"].shape == (2, 5)
+
+
+def test_unknown_backbone_and_uncached_weights_are_clear():
+    with pytest.raises(UserError, match="unknown backbone"):
+        HydraNet(KINDS, "resnet9000")
+    with pytest.raises(UserError, match="not cached"):
+        HydraNet(KINDS, "resnet18", weights="DEFAULT")
+
+
+def _finetune_head_a(model, use_freeze: bool) -> None:
+    """A few SGD steps on head 'gender' only, with the rest either frozen properly or by requires_grad."""
+    if use_freeze:
+        freeze_all_but(model, "gender")
+    else:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("heads.gender"))
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x = torch.randn(8, 3, 32, 32, generator=g) * 3 + 1  # a shifted batch moves BatchNorm stats
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x)["gender"], torch.ones(8))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("use_freeze", [True, False])
+def test_freeze_keeps_other_heads_bit_identical(use_freeze):
+    torch.manual_seed(0)
+    model = HydraNet(KINDS, "resnet18", head_dims=[16])
+    fixed = torch.randn(4, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        before = model(fixed)
+        head_a = before["gender"].clone()
+    _finetune_head_a(model, use_freeze)
+    model.eval()
+    with torch.no_grad():
+        after = model(fixed)
+    others_same = all(torch.equal(before[k], after[k]) for k in ("race", "colors", "age"))
+    if use_freeze:
+        assert others_same  # the BatchNorm trap is closed
+        assert not torch.equal(head_a, after["gender"])  # ... and head A did learn
+    else:
+        assert not others_same  # requires_grad=False alone lets running stats drift (seed 004)
+
+
+def test_freeze_survives_train_calls():
+    model = HydraNet(KINDS[:1], "resnet18")
+    freeze(model.backbone)
+    model.train()
+    bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_metrics_skip_missing_and_match_reference():
+    tasks = [KINDS[1], KINDS[3]]
+    m = TaskMetrics(tasks)
+    out = {"race": torch.tensor([[5., 0, 0, 0, 0], [0, 5., 0, 0, 0], [0, 0, 5., 0, 0]]),
+           "age": torch.tensor([10., 20., 30.])}
+    tgt = {"race": torch.tensor([0, 0, 2]), "age": torch.tensor([12., 0., 33.])}
+    mask = {"race": torch.tensor([True, False, True]), "age": torch.tensor([True, False, True])}
+    m.update(out, tgt, mask)
+    r = m.compute()
+    assert r["race/acc"] == 1.0  # the wrong middle sample is unlabelled
+    assert math.isclose(r["age/mae"], 2.5)
+    empty = TaskMetrics(tasks)
+    empty.update(out, tgt, {k: torch.zeros(3, dtype=torch.bool) for k in mask})
+    assert math.isnan(empty.compute()["race/acc"])
+
+
+def test_majority_baseline():
+    t = KINDS[1]
+    assert majority_baseline(t, torch.tensor([1, 1, 2]), torch.ones(3, dtype=torch.bool),
+                             torch.tensor([1, 0, 1, 1]), torch.ones(4, dtype=torch.bool)) == 0.75
+
+
+@pytest.mark.parametrize("n_tasks", [1, 3, 8])
+def test_overfit_tiny_batch_mixed_kinds(n_tasks):
+    """1 to 8 tasks of mixed kinds: a tiny batch is fitted to near-perfect scores on every task."""
+    torch.manual_seed(0)
+    tasks = [Task(f"t{i}_{k.kind}", k.kind, k.classes, k.center, k.scale) for i, k in
+             enumerate((KINDS * 2)[:n_tasks])]
+    model = HydraNet(tasks, "resnet18", head_dims=[64])
+    x = torch.randn(16, 3, 16, 16)
+    tgt, mask = {}, {}
+    g = torch.Generator().manual_seed(0)
+    for t in tasks:
+        if t.kind == "multiclass":
+            tgt[t.name] = torch.randint(0, len(t.classes), (16,), generator=g)
+        elif t.kind == "multilabel":
+            tgt[t.name] = (torch.rand(16, len(t.classes), generator=g) > 0.5).float()
+        elif t.kind == "binary":
+            tgt[t.name] = (torch.rand(16, generator=g) > 0.5).float()
+        else:
+            tgt[t.name] = torch.rand(16, generator=g) * 60 + 10
+        mask[t.name] = torch.ones(16, dtype=torch.bool)
+    weighting = make_weighting("uncertainty", tasks)
+    opt = torch.optim.Adam(list(model.parameters()) + list(weighting.parameters()), lr=3e-3)
+    for _ in range(100):
+        model.train()
+        total = weighting(task_losses(tasks, model(x), tgt, mask))
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    model.eval()
+    m = TaskMetrics(tasks)
+    with torch.no_grad():
+        m.update(model(x), tgt, mask)
+    r = m.compute()
+    for t in tasks:
+        v = r[t.metric_key]
+        assert (v < 3.0) if t.kind == "regression" else (v > 0.95), (t.name, v)
+
+
+def test_fit_is_reproducible_and_checkpoints_per_task(fgo_small, tmp_path):
+    m = load_manifest(fgo_small)
+    cfg = TrainConfig(image_size=32, epochs=2, batch_size=16, head_dims=[16], weighting="dwa")
+    a = fit(cfg, m, tmp_path / "a")
+    b = fit(cfg, m, tmp_path / "b")
+    assert a.history == b.history  # same seed, same metrics on CPU
+    assert {"train/alignment/loss", "val/colors/f1", "val/gender/acc", "weight/region"} <= set(a.history[0])
+    import json
+    index = json.loads((a.checkpoint_dir / "index.json").read_text())
+    assert set(index["best"]) == {t.name for t in m.tasks}
+    for task, info in index["best"].items():
+        best_epoch = max(a.history, key=lambda r: r[f"val/{m.task(task).metric_key}"])["epoch"]
+        assert info["epoch"] == best_epoch
+        ck = torch.load(a.checkpoint_dir / info["file"], weights_only=True)
+        assert ck["epoch"] == info["epoch"] and ck["config"]["epochs"] == 2
+
+
+def test_partial_labels_two_heads(tmp_path):
+    """Seed 003: each row labelled for exactly one of two tasks; both heads train in the same batches."""
+    import pandas as pd
+
+    from mtl.data.render import write_manifest
+    from tests.conftest import make_set, read_spec
+    full = make_set(tmp_path, "utk", n_ids=24, per_id=3)
+    table = pd.read_csv(full, dtype=str, keep_default_na=False).drop(columns="race")
+    spec = read_spec(full)
+    spec["tasks"] = [t for t in spec["tasks"] if t["name"] != "race"]
+    first = pd.Series(range(len(table))) % 2 == 0
+    table.loc[first, "gender"] = ""
+    table.loc[~first, "age"] = ""
+    write_manifest(table, spec, tmp_path / "two.csv")
+    m = load_manifest(tmp_path / "two.csv")
+    cfg = TrainConfig(image_size=32, epochs=3, batch_size=16, lr_backbone=3e-3, lr_heads=3e-3)
+    res = fit(cfg, m)
+    for row in res.history:
+        assert row["train/age/loss"] > 0 and row["train/gender/loss"] > 0
+        assert not math.isnan(row["val/age/mae"]) and not math.isnan(row["val/gender/acc"])
+    assert res.history[-1]["train/age/loss"] < res.history[0]["train/age/loss"]
