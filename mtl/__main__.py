@@ -12,7 +12,16 @@ from pathlib import Path
 
 from mtl.errors import UserError
 
-os.environ.setdefault("PYTHONWARNINGS", "ignore")  # library chatter hides the one line that matters
+
+def _quiet() -> None:
+    """Library chatter (experimental-API warnings, Optuna's per-trial INFO lines) hides the lines that matter."""
+    import logging
+    import warnings
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # inherited by spawned workers
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
 def cmd_check(args) -> int:
@@ -115,6 +124,7 @@ def _has_module(name: str) -> bool:
 
 
 def main(argv=None) -> int:
+    _quiet()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0

@@ -1,0 +1,294 @@
+"""Performance ratios measured in one process on the same synthetic batch: `python -m mtl bench`.
+
+Every figure is a ratio of medians of repeated timings after warm-up, so it says how close our
+training step is to what this machine can do, not how fast the machine is. Written to
+`reports/bench.json` with the raw images/s behind each ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from mtl.data.render import FGO_TASKS
+from mtl.losses import make_weighting, task_losses
+from mtl.model import HydraNet, make_backbone
+from mtl.tasks import Task
+
+TARGETS = {"step_vs_bare": ">= 0.90", "shared_vs_seed002": ">= 2.8", "epoch_vs_step": ">= 0.90",
+           "cached_vs_decode": "report", "heads_8_vs_1": "<= 1.10", "tracking_overhead_pct": "<= 2",
+           "gflops_vs_matmul": "report", "amp_vs_fp32": "report (CUDA only)"}
+
+
+def median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def fgo_tasks() -> list[Task]:
+    return [Task(n, kind, tuple(classes)) for n, (kind, classes) in FGO_TASKS.items()]
+
+
+def random_targets(tasks, b, device, missing=0.1):
+    g = torch.Generator().manual_seed(0)
+    tg, mk = {}, {}
+    for t in tasks:
+        if t.kind == "multiclass":
+            tg[t.name] = torch.randint(0, len(t.classes), (b,), generator=g)
+        elif t.kind == "multilabel":
+            tg[t.name] = (torch.rand(b, len(t.classes), generator=g) > 0.6).float()
+        elif t.kind == "binary":
+            tg[t.name] = (torch.rand(b, generator=g) > 0.5).float()
+        else:
+            tg[t.name] = torch.rand(b, generator=g) * 80
+        mk[t.name] = torch.rand(b, generator=g) > missing
+    return {k: v.to(device) for k, v in tg.items()}, {k: v.to(device) for k, v in mk.items()}
+
+
+def hydra_step(model, weighting, opt, x, tg, mk, tasks):
+    def step():
+        total = weighting(task_losses(tasks, model(x), tg, mk))
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+    return step
+
+
+def bare_step(backbone_name, x, y, device):
+    net, feat = make_backbone(backbone_name)
+    head = torch.nn.Linear(feat, 10)
+    net = torch.nn.Sequential(net, head).to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+
+    def step():
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+class Seed002HydraNet(torch.nn.Module):
+    """The seed's form: the backbone is called once per head (three times the work for three heads)."""
+
+    def __init__(self, inner: HydraNet):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return {name: self._one(x, name) for name in self.inner.heads}
+
+    def _one(self, x, name):
+        h = self.inner.features(x)
+        y = self.inner.heads[name](h)
+        t = self.inner.tasks[name]
+        return y.squeeze(-1) if t.kind in ("binary", "regression") else y
+
+
+def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest="data_manifests/fgo_synth.csv"):
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    reps = 3 if quick else 10
+    torch.manual_seed(0)
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    res: dict = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                            f"{torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}",
+                 "backbone": backbone, "image_size": image_size, "batch_size": batch_size, "torch": torch.__version__}
+    ips = lambda t: batch_size / t  # noqa: E731
+
+    # step_vs_bare: 5 heads, masked losses, uncertainty weighting vs backbone + one CE head
+    tasks = fgo_tasks()
+    tg, mk = random_targets(tasks, batch_size, device)
+    model = HydraNet(tasks, backbone).to(device).train()
+    w = make_weighting("uncertainty", tasks).to(device)
+    opt = torch.optim.AdamW(list(model.parameters()) + list(w.parameters()), 1e-3)
+    t_ours = median_time(hydra_step(model, w, opt, x, tg, mk, tasks), reps)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    t_bare = median_time(bare_step(backbone, x, y, device), reps)
+    res["step_vs_bare"] = t_bare / t_ours
+    res["raw"] = {"ours_img_s": ips(t_ours), "bare_img_s": ips(t_bare)}
+
+    # shared_vs_seed002: 3 heads (UTK schema), shared features vs backbone once per head
+    utk = [Task("age", "regression"), Task("gender", "binary", ("Male", "Female")),
+           Task("race", "multiclass", ("a", "b", "c", "d", "e"))]
+    tg3, mk3 = random_targets(utk, batch_size, device, missing=0.0)
+    m3 = HydraNet(utk, backbone).to(device).train()
+    w3 = make_weighting("fixed", utk)
+    o3 = torch.optim.AdamW(m3.parameters(), 1e-3)
+    t_shared = median_time(hydra_step(m3, w3, o3, x, tg3, mk3, utk), reps)
+    seed = Seed002HydraNet(m3)
+    t_seed = median_time(hydra_step(seed, w3, o3, x, tg3, mk3, utk), reps)
+    res["shared_vs_seed002"] = t_seed / t_shared
+    res["raw"].update(shared_3head_img_s=ips(t_shared), seed002_img_s=ips(t_seed))
+
+    # heads_8_vs_1
+    def heads(n):
+        ts = [Task(f"t{i}", "multiclass", tuple("abcdefgh")) for i in range(n)]
+        tgn, mkn = random_targets(ts, batch_size, device)
+        mn = HydraNet(ts, backbone).to(device).train()
+        wn = make_weighting("fixed", ts)
+        return median_time(hydra_step(mn, wn, torch.optim.AdamW(mn.parameters(), 1e-3), x, tgn, mkn, ts), reps)
+    t1, t8 = heads(1), heads(8)
+    res["heads_8_vs_1"] = t8 / t1
+    res["raw"].update(heads_1_img_s=ips(t1), heads_8_img_s=ips(t8))
+
+    # gflops_vs_matmul
+    from torch.utils.flop_counter import FlopCounterMode
+    step = hydra_step(model, w, opt, x, tg, mk, tasks)
+    with FlopCounterMode(display=False) as fc:
+        step()
+    gflops_step = fc.get_total_flops() / t_ours / 1e9
+    n = 2048 if not quick else 1024
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    t_mm = median_time(lambda: a @ b, reps)
+    gflops_mm = 2 * n ** 3 / t_mm / 1e9
+    res["gflops_vs_matmul"] = gflops_step / gflops_mm
+    res["raw"].update(step_gflops=gflops_step, matmul_gflops=gflops_mm)
+
+    # amp_vs_fp32 (CUDA only)
+    if device.type == "cuda":
+        mc = HydraNet(tasks, backbone).to(device).to(memory_format=torch.channels_last).train()
+        wc = make_weighting("uncertainty", tasks).to(device)
+        oc = torch.optim.AdamW(list(mc.parameters()) + list(wc.parameters()), 1e-3)
+        xc = x.to(memory_format=torch.channels_last)
+        inner = hydra_step(mc, wc, oc, xc, tg, mk, tasks)
+
+        def amp_step():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                inner()
+        t_amp = median_time(amp_step, reps)
+        res["amp_vs_fp32"] = t_ours / t_amp
+        res["raw"]["amp_img_s"] = ips(t_amp)
+    else:
+        res["amp_vs_fp32"] = None
+
+    res.update(data_ratios(model, w, opt, tasks, manifest, image_size, batch_size, device, quick))
+    res["tracking_overhead_pct"], res["raw"]["trial_s_untracked"], res["raw"]["trial_s_tracked"] = \
+        tracking_overhead(manifest, quick)
+    return res
+
+
+def data_ratios(model, w, opt, tasks, manifest_path, image_size, batch_size, device, quick):
+    """epoch_vs_step (DataLoader epoch vs the same steps on in-memory tensors) and cached_vs_decode."""
+    from mtl.data.dataset import MultiTaskDataset
+    from mtl.data.manifest import load_manifest
+    from mtl.train import to_device
+    m = load_manifest(manifest_path)
+    ds = MultiTaskDataset(m, "train", image_size, train=True)
+    n_batches = 4 if quick else len(ds) // batch_size
+    loader = DataLoader(ds, batch_size, shuffle=True, drop_last=True)
+    batches = []
+    for i, b in enumerate(loader):
+        if i >= n_batches:
+            break
+        batches.append(to_device(b, device))
+
+    def epoch_loader():
+        for i, b in enumerate(loader):
+            if i >= n_batches:
+                break
+            xb, tb, mb = to_device(b, device)
+            hydra_step(model, w, opt, xb, tb, mb, tasks)()
+
+    def epoch_memory():
+        for xb, tb, mb in batches:
+            hydra_step(model, w, opt, xb, tb, mb, tasks)()
+    reps = 1 if quick else 3
+    t_loader = median_time(epoch_loader, reps, warmup=1)
+    t_mem = median_time(epoch_memory, reps, warmup=1)
+
+    class DecodeEveryTime(MultiTaskDataset):  # the seeds' form: PIL decode in __getitem__, every epoch
+        def __init__(self, *a, **k):
+            super().__init__(*a, cache=False, **k)
+
+    dec = DecodeEveryTime(m, "train", image_size, train=True)
+
+    def iterate(d):
+        for i, _ in enumerate(DataLoader(d, batch_size, drop_last=True)):
+            if i >= n_batches:
+                break
+    t_cached = median_time(lambda: iterate(ds), reps, warmup=1)
+    t_decode = median_time(lambda: iterate(dec), reps, warmup=1)
+    imgs = n_batches * batch_size
+    return {"epoch_vs_step": t_mem / t_loader, "cached_vs_decode": t_decode / t_cached,
+            "raw_data": {"epoch_loader_img_s": imgs / t_loader, "epoch_memory_img_s": imgs / t_mem,
+                         "cached_img_s": imgs / t_cached, "decode_img_s": imgs / t_decode}}
+
+
+def tracking_overhead(manifest_path: str, quick: bool) -> tuple[float, float, float]:
+    """A short real trial with MLflow logging (per-epoch batch, params, dataset, checkpoint artifacts) vs none."""
+    import os
+
+    from mtl import tracking
+    from mtl.data.manifest import load_manifest
+    from mtl.train import TrainConfig, fit
+    m = load_manifest(manifest_path)
+    cfg = TrainConfig(image_size=32, epochs=1 if quick else 3, batch_size=32)
+    fit(cfg, m)  # warm-up: caches, allocator
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        fit(cfg, m, Path(tmp) / "a")
+        t_plain = time.perf_counter() - t0
+        old = os.environ.get("MLFLOW_TRACKING_URI")
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        try:
+            client = tracking.get_client()
+            exp = tracking.ensure_experiment(client, "bench")
+            t0 = time.perf_counter()
+            with tracking.RunLogger(client, exp, "bench") as run:
+                run.log_params(tracking.flatten_config(cfg))
+                run.log_dataset(m)
+                r = fit(cfg, m, Path(tmp) / "b", on_epoch=run.log_epoch)
+                run.log_artifacts(r.checkpoint_dir, "checkpoints")
+            t_tracked = time.perf_counter() - t0
+        finally:
+            if old is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = old
+    return 100.0 * (t_tracked - t_plain) / t_plain, t_plain, t_tracked
+
+
+def table(res: dict) -> str:
+    lines = [f"machine: {res['machine']}; {res['backbone']} {res['image_size']}px, batch {res['batch_size']}",
+             f"{'key':<24}{'value':>10}  target"]
+    for k, target in TARGETS.items():
+        v = res.get(k)
+        lines.append(f"{k:<24}{'n/a' if v is None else f'{v:.3f}':>10}  {target}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    res = run(args.backbone, args.image_size, args.batch_size, args.quick, args.manifest)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
+    print(table(res))
+    print(f"written {out}")
+    return 0
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quick", action="store_true", help="smoke run: few repeats (figures are not meaningful)")
+    p.add_argument("--manifest", default="data_manifests/fgo_synth.csv")
+    p.add_argument("--out", default="reports/bench.json")

@@ -1,0 +1,235 @@
+"""Pareto-best trials of a study and the best trial per task: `python -m mtl pareto <study>`.
+
+Reads the study's completed trials (Optuna's `best_trials`, cross-checked against a brute-force
+front and the per-task scores logged in MLflow), prints the table, tags the MLflow runs
+(`pareto`, `best_for`), registers each task's best checkpoint as model `<study>` with alias
+`best-<task>` (load it back with `load_best(study, task)` or `models:/<study>@best-<task>`), and
+draws the front and the Pareto members' val curves into `reports/<study>/` and onto the parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+import optuna
+from mtl import tracking
+from mtl.errors import UserError
+from mtl.tune import ROLE_TAG, default_storage, load_study, make_storage
+
+
+@dataclass
+class Member:
+    number: int
+    run_id: str
+    values: list[float]
+
+
+def dominates(a, b, directions) -> bool:
+    """a is no worse than b on every objective and better on one."""
+    better = False
+    for x, y, d in zip(a, b, directions):
+        if (x < y if d == "maximize" else x > y):
+            return False
+        if x != y:
+            better = True
+    return better
+
+
+def pareto_front(values: list[list[float]], directions: list[str]) -> list[int]:
+    """Indices of the non-dominated rows (brute force, O(n^2): a reference for Optuna's best_trials)."""
+    return [i for i, v in enumerate(values)
+            if not any(dominates(w, v, directions) for j, w in enumerate(values) if j != i)]
+
+
+def best_per_task(values: list[list[float]], directions: list[str]) -> list[int]:
+    """For each objective, the index of the best row (first one on ties)."""
+    out = []
+    for k, d in enumerate(directions):
+        col = [v[k] for v in values]
+        out.append(col.index(min(col) if d == "minimize" else max(col)))
+    return out
+
+
+def open_existing(name: str, storage: str | None):
+    """(Study spec, Optuna study, completed trials); one clear line if there is no such study or no trial."""
+    study = load_study(name)
+    url = storage or default_storage(name)
+    if "://" not in url and not Path(url).is_file():
+        raise UserError(f"study '{name}' has not been run yet (no {url}); run: make tune STUDY={name}")
+    try:
+        s = optuna.load_study(study_name=name, storage=make_storage(url))
+    except KeyError:
+        raise UserError(f"no study '{name}' in {tracking.redact(url)}; run: make tune STUDY={name}") from None
+    done = [t for t in s.trials if t.state == TrialState.COMPLETE and "mlflow_run_id" in t.user_attrs]
+    if not done:
+        raise UserError(f"study '{name}' has no completed trial yet; run: make tune STUDY={name}")
+    return study, s, done
+
+
+def directions_of(s) -> list[str]:
+    return [d.name.lower() for d in s.directions]
+
+
+def select(name: str, storage: str | None = None):
+    """Front members and best member per task (task name -> Member), cross-checked with MLflow."""
+    study, s, done = open_existing(name, storage)
+    dirs = directions_of(s)
+    values = [list(t.values) for t in done]
+    front_idx = pareto_front(values, dirs)
+    optuna_front = {t.number for t in s.best_trials}
+    if {done[i].number for i in front_idx} != optuna_front:
+        raise RuntimeError(f"Pareto front disagrees with Optuna's best_trials: {optuna_front}")
+    members = [Member(t.number, t.user_attrs["mlflow_run_id"], list(t.values)) for t in done]
+    client = tracking.get_client()
+    for m in members:  # the scores Optuna holds are the ones MLflow shows
+        logged = client.get_run(m.run_id).data.metrics
+        for task, v in zip(study.objectives, m.values):
+            key = next((k for k in logged if k.startswith(f"best_val/{task}/")), None)
+            if key is None or not math.isclose(logged[key], v, rel_tol=1e-6, abs_tol=1e-9):
+                raise UserError(f"trial {m.number}: MLflow run {m.run_id} does not hold the score Optuna has "
+                                f"for '{task}' ({v}); is MLFLOW_TRACKING_URI the store the study used?")
+    best = {task: members[i] for task, i in zip(study.objectives, best_per_task(values, dirs))}
+    return study, s, [members[i] for i in front_idx], best, members
+
+
+# ------------------------------------------------------------------------------------------------
+# registry
+# ------------------------------------------------------------------------------------------------
+def register_best(client, study_name: str, best: dict[str, Member]) -> dict[str, str]:
+    """Register each task's best checkpoint (the trial's checkpoints directory) as `<study>@best-<task>`."""
+    try:
+        client.create_registered_model(study_name, description=f"per-task best models of study {study_name}")
+    except Exception:
+        pass  # already registered
+    versions = {}
+    for task, m in best.items():
+        index = json.loads(Path(client.download_artifacts(m.run_id, "checkpoints/index.json")).read_text())
+        info = index["best"][task]
+        try:  # re-running pareto on an unchanged study keeps the versions it already made
+            cur = client.get_model_version_by_alias(study_name, f"best-{task}")
+            if cur.run_id == m.run_id and cur.tags.get("checkpoint") == info["file"]:
+                versions[task] = cur.version
+                continue
+        except Exception:
+            pass
+        source = f"{client.get_run(m.run_id).info.artifact_uri}/checkpoints"
+        mv = client.create_model_version(study_name, source, run_id=m.run_id,
+                                         tags={"task": task, "trial": str(m.number), "checkpoint": info["file"],
+                                               "epoch": str(info["epoch"]), "val_score": f"{info['score']:.6g}"})
+        client.set_registered_model_alias(study_name, f"best-{task}", mv.version)
+        versions[task] = mv.version
+    return versions
+
+
+def load_best(study_name: str, task: str) -> dict:
+    """The checkpoint dict behind `models:/<study>@best-<task>` (torch.load with weights_only=True)."""
+    import mlflow
+    import torch
+    client = tracking.get_client()
+    try:
+        mv = client.get_model_version_by_alias(study_name, f"best-{task}")
+    except Exception:
+        raise UserError(f"no registered model '{study_name}@best-{task}'; run: make pareto STUDY={study_name}") from None
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{study_name}@best-{task}"))
+    return torch.load(local / mv.tags["checkpoint"], map_location="cpu", weights_only=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# plots
+# ------------------------------------------------------------------------------------------------
+def plot_front(path: Path, objectives: list[str], members: list[Member], front: list[Member]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    front_ids = {m.number for m in front}
+    k = len(objectives)
+    if k <= 3:
+        pairs = [(i, j) for i in range(k) for j in range(i + 1, k)] or [(0, 0)]
+        fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 4), squeeze=False)
+        for ax, (i, j) in zip(axes[0], pairs):
+            for m in members:
+                on = m.number in front_ids
+                ax.scatter(m.values[i], m.values[j], c="tab:red" if on else "tab:gray", s=40 if on else 18)
+                ax.annotate(str(m.number), (m.values[i], m.values[j]), fontsize=7)
+            ax.set_xlabel(objectives[i])
+            ax.set_ylabel(objectives[j])
+    else:  # parallel coordinates, each axis min-max scaled
+        fig, ax = plt.subplots(figsize=(2 + 1.6 * k, 4.5))
+        cols = list(zip(*[m.values for m in members]))
+        lo, hi = [min(c) for c in cols], [max(c) for c in cols]
+        colour = {n: f"C{i % 10}" for i, n in enumerate(sorted(front_ids))}
+        for m in sorted(members, key=lambda m: m.number in front_ids):
+            ys = [(v - a) / (b - a) if b > a else 0.5 for v, a, b in zip(m.values, lo, hi)]
+            on = m.number in front_ids
+            ax.plot(range(k), ys, color=colour.get(m.number, "lightgray"), lw=2 if on else 1, marker="o" if on else None,
+                    label=f"trial {m.number}" if on else None)
+        ax.set_xticks(range(k), [f"{o}\n[{a:.2f}, {b:.2f}]" for o, a, b in zip(objectives, lo, hi)], fontsize=8)
+        ax.set_yticks([])
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.suptitle("Pareto front among completed trials (grey: dominated)" if k > 3 else "Pareto front (red) among completed trials")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(path: Path, client, metric_keys: list[str], front: list[Member]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(metric_keys), figsize=(3.6 * len(metric_keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], metric_keys):
+        for m in front:
+            hist = sorted(client.get_metric_history(m.run_id, key), key=lambda x: x.step)
+            ax.plot([h.step for h in hist], [h.value for h in hist], marker=".", label=f"trial {m.number}")
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("epoch")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+def main(args) -> int:
+    study, s, front, best, members = select(args.study, args.storage)
+    client = tracking.get_client()
+    front_ids = {m.number for m in front}
+    best_for = {}
+    for task, m in best.items():
+        best_for.setdefault(m.number, []).append(task)
+    metric_keys = [name for name in s.metric_names]
+    head = f"{'trial':>6}  {'run':<10}" + "".join(f"{k.split('/')[1][:14]:>15}" for k in metric_keys) + "  best for"
+    print(head)
+    for m in members:
+        if m.number not in front_ids:
+            continue
+        print(f"{m.number:>6}  {m.run_id[:8]:<10}" + "".join(f"{v:>15.3f}" for v in m.values)
+              + "  " + ",".join(best_for.get(m.number, [])))
+    print(f"{len(front)} Pareto member(s) of {len(members)} completed trial(s)")
+    for m in members:
+        client.set_tag(m.run_id, "pareto", str(m.number in front_ids).lower())
+        client.set_tag(m.run_id, "best_for", ",".join(best_for.get(m.number, [])))
+    versions = register_best(client, study.name, best)
+    for task, v in versions.items():
+        print(f"registered models:/{study.name}@best-{task} -> version {v} (trial {best[task].number})")
+    out = Path("reports") / study.name
+    out.mkdir(parents=True, exist_ok=True)
+    plot_front(out / "pareto_front.png", study.objectives, members, front)
+    plot_curves(out / "val_curves.png", client, metric_keys, front)
+    parent = client.search_runs([client.get_experiment_by_name(study.name).experiment_id],
+                                f"tags.`{ROLE_TAG}` = 'parent'", max_results=1)
+    if parent:
+        for f in ("pareto_front.png", "val_curves.png"):
+            client.log_artifact(parent[0].info.run_id, str(out / f), "pareto")
+    print(f"plots: {out / 'pareto_front.png'}, {out / 'val_curves.png'}")
+    return 0
+
+
+def add_arguments(p) -> None:
+    p.add_argument("study")
+    p.add_argument("--storage", help="Optuna storage (default optuna/<study>.log)")

@@ -1,0 +1,365 @@
+"""Run or resume a tracked multi-objective Optuna study: `python -m mtl tune <study>` (`make tune STUDY=...`).
+
+A study is `experiments/<study>.py`: MANIFEST, OBJECTIVES (tasks whose primary val metrics are the
+objectives), BASE (a TrainConfig), TRIALS, EPOCHS and `search_space(trial, base) -> TrainConfig`,
+or CONFIGS (name -> TrainConfig) for fixed, hand-tuned rounds. One objective per task, each in its
+own direction; TPE with a per-worker seed; the study is stored persistently and resumed by name.
+
+Optuna cannot prune multi-objective trials, so a trial stops early on `patience`: when its mean
+per-task val score has not improved for that many epochs.
+
+Every trial is one MLflow child run `trial-<n>` under the study's parent run (see mtl/tracking.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import multiprocessing as mp
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+import optuna
+from mtl import tracking
+from mtl.data.manifest import load_manifest
+from mtl.errors import UserError
+from mtl.train import DivergedError, TrainConfig, fit
+
+EXPERIMENTS = Path("experiments")
+STUDY_TAG = "mtl.study"
+ROLE_TAG = "mtl.role"
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    manifest: str
+    objectives: list[str]
+    base: TrainConfig
+    trials: int
+    epochs: int
+    search_space: object = None  # callable(trial, base) -> TrainConfig
+    configs: dict | None = None  # fixed rounds: name -> TrainConfig
+    doc: str = ""
+
+
+def available_studies() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS.glob("*.py") if not p.name.startswith("_"))
+
+
+def load_study(name: str) -> Study:
+    """Import experiments/<name>.py and check it has what a study needs (one clear line if not)."""
+    path = EXPERIMENTS / f"{name}.py"
+    if not path.is_file():
+        raise UserError(f"no study '{name}' in {EXPERIMENTS}/ (studies: {', '.join(available_studies()) or 'none'})")
+    spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as e:
+        raise UserError(f"{path}: fails to import ({type(e).__name__}: {e})") from None
+    missing = [a for a in ("MANIFEST", "OBJECTIVES", "BASE") if not hasattr(mod, a)]
+    if not hasattr(mod, "search_space") and not hasattr(mod, "CONFIGS"):
+        missing.append("search_space or CONFIGS")
+    if missing:
+        raise UserError(f"{path}: missing {', '.join(missing)}")
+    if not isinstance(mod.BASE, TrainConfig):
+        raise UserError(f"{path}: BASE must be a TrainConfig")
+    configs = getattr(mod, "CONFIGS", None)
+    return Study(name, path, str(mod.MANIFEST), list(mod.OBJECTIVES), mod.BASE,
+                 int(getattr(mod, "TRIALS", len(configs) if configs else 10)), int(getattr(mod, "EPOCHS", mod.BASE.epochs)),
+                 getattr(mod, "search_space", None), configs, (mod.__doc__ or "").strip())
+
+
+def trial_config(study: Study, trial, epochs: int) -> TrainConfig:
+    """The trial's TrainConfig: a fixed round (CONFIGS) or the study's search space."""
+    base = study.base.replace(epochs=epochs)
+    if study.configs:
+        name = trial.suggest_categorical("round", list(study.configs))
+        cfg = study.configs[name].replace(epochs=epochs)
+    else:
+        cfg = study.search_space(trial, base)
+    if not isinstance(cfg, TrainConfig):
+        raise UserError(f"{study.path}: search_space must return a TrainConfig, got {type(cfg).__name__}")
+    return cfg
+
+
+def check_search_space(study: Study, task_names: list[str]) -> None:
+    """Sample once on a throwaway in-memory study so a broken search space fails before any training."""
+    probe = optuna.create_study(directions=["maximize"] * len(study.objectives))
+    trial = probe.ask()
+    try:
+        cfg = trial_config(study, trial, study.epochs)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{study.path}: search space fails ({type(e).__name__}: {e})") from None
+    bad = set(cfg.loss_weights) - set(task_names)
+    if bad:
+        raise UserError(f"{study.path}: loss weights for unknown task(s) {', '.join(sorted(bad))}")
+
+
+# ------------------------------------------------------------------------------------------------
+# storage
+# ------------------------------------------------------------------------------------------------
+def default_storage(name: str) -> str:
+    return str(Path("optuna") / f"{name}.log")
+
+
+def make_storage(url: str):
+    """A journal file (the default: a local path, safe for several processes) or any RDB URL."""
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
+    if url.split("://")[0].split("+")[0] not in ("sqlite", "postgresql", "mysql"):
+        raise UserError(f"STORAGE {tracking.redact(url)}: expected a file path, sqlite://, postgresql:// or mysql:// URL")
+    try:
+        # heartbeats let a resumed study fail the trials of a worker that was killed (kill -9)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90,
+                                          engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+    except Exception as e:
+        raise UserError(f"STORAGE {tracking.redact(url)}: cannot open ({type(e).__name__})") from None
+
+
+def open_study(study: Study, storage_url: str, directions: list[str], metric_names: list[str], seed: int = 0):
+    # TPE's default 10 random start-up trials would make a 10-minute study pure random search
+    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True) if not study.configs
+               else optuna.samplers.RandomSampler(seed=seed))
+    s = optuna.create_study(study_name=study.name, storage=make_storage(storage_url), directions=directions,
+                            sampler=sampler, load_if_exists=True)
+    if s.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+        raise UserError(f"study '{study.name}' in {tracking.redact(storage_url)} has other objectives; "
+                        f"use another STORAGE or remove it")
+    if s.metric_names != metric_names:
+        s.set_metric_names(metric_names)
+    return s
+
+
+def fail_stale_trials(s: optuna.Study, client) -> list[int]:
+    """Trials left RUNNING by a worker that died (kill -9) on this host: mark them FAILED, and their runs.
+
+    RDB storages also detect them through heartbeats; a journal file has none, so we look at the pid
+    each trial recorded when it started.
+    """
+    stale = []
+    host = socket.gethostname()
+    for t in s.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid, thost = t.user_attrs.get("pid"), t.user_attrs.get("host")
+        if thost != host or pid is None or _alive(int(pid)):
+            continue
+        s._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker died (stale trial)")
+        s._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id:
+            tracking.RunLogger(client, "", "", run_id=run_id).end("FAILED", "worker died (stale trial)")
+        stale.append(t.number)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------------------------------------
+# one trial
+# ------------------------------------------------------------------------------------------------
+class Objective:
+    def __init__(self, study: Study, manifest, parent_id: str, experiment_id: str, epochs: int, bar=None):
+        self.study, self.manifest, self.parent_id, self.experiment_id = study, manifest, parent_id, experiment_id
+        self.epochs, self.bar = epochs, bar
+        self.tasks = [manifest.task(n) for n in study.objectives]
+        self.client = tracking.get_client()
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        cfg = trial_config(self.study, trial, self.epochs)
+        cfg = cfg.replace(seed=cfg.seed + trial.number)
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", socket.gethostname())
+        tags = {STUDY_TAG: self.study.name, ROLE_TAG: "trial", "optuna.study": self.study.name,
+                "optuna.trial_number": trial.number, "optuna.trial_id": trial._trial_id}
+        with tracking.RunLogger(self.client, self.experiment_id, f"trial-{trial.number}", self.parent_id,
+                                tags) as run:
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+            run.log_params({**tracking.flatten_config(cfg), "manifest": self.study.manifest,
+                            **{f"optuna.{k}": v for k, v in trial.params.items()}})
+            run.log_dataset(self.manifest)
+            t0 = time.perf_counter()
+
+            def on_epoch(epoch, row):
+                run.log_epoch(epoch, row)
+                if self.bar is not None:
+                    self.bar.set_postfix_str(f"trial {trial.number} epoch {epoch}/{cfg.epochs} " + " ".join(
+                        f"{t.name[:6]} {row.get('val/' + t.metric_key, math.nan):.2f}" for t in self.tasks))
+
+            with tempfile.TemporaryDirectory(prefix="mtl-ckpt-") as tmp:
+                try:
+                    result = fit(cfg, self.manifest, Path(tmp) / "checkpoints", on_epoch=on_epoch)
+                except DivergedError as e:
+                    trial.set_user_attr("fail_reason", f"diverged: {e}")
+                    raise
+                run.log_artifacts(result.checkpoint_dir, "checkpoints")
+            values = tuple(result.best[t.name]["score"] for t in self.tasks)
+            run.log_metrics({f"best_val/{t.metric_key}": v for t, v in zip(self.tasks, values)}
+                            | {f"best_epoch/{t.name}": result.best[t.name]["epoch"] for t in self.tasks}
+                            | {"trial_seconds": time.perf_counter() - t0, "epochs_run": len(result.history)})
+            run.set_tags({"stopped_early": str(result.stopped_early).lower()})
+        if any(math.isnan(v) for v in values):
+            raise ValueError("a task has no labelled val sample: its score is NaN")
+        return values
+
+
+# ------------------------------------------------------------------------------------------------
+# runner
+# ------------------------------------------------------------------------------------------------
+def worker(study_name: str, storage_url: str, n_trials: int, epochs: int, parent_id: str, experiment_id: str,
+           seed: int, worker_index: int, n_workers: int) -> None:
+    """One process: its own storage connection and sampler seed, `n_trials` trials."""
+    import torch
+
+    from mtl.__main__ import _quiet
+    _quiet()
+    if n_workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
+    study = load_study(study_name)
+    manifest = load_manifest(study.manifest)
+    tasks = [manifest.task(n) for n in study.objectives]
+    s = open_study(study, storage_url, [t.direction for t in tasks], [f"val/{t.metric_key}" for t in tasks],
+                   seed=seed + worker_index)
+    bar = None
+    if worker_index == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n_trials * n_workers if n_workers > 1 else n_trials, desc=f"{study_name}", unit="trial")
+    objective = Objective(study, manifest, parent_id, experiment_id, epochs, bar)
+    callbacks = [lambda st, ft: bar.update(1)] if bar is not None else []
+    try:
+        s.optimize(objective, n_trials=n_trials, catch=(Exception,), callbacks=callbacks, gc_after_trial=True)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _parse_knobs(args) -> None:
+    for knob, v in (("TRIALS", args.trials), ("EPOCHS", args.epochs), ("WORKERS", args.workers)):
+        if v is not None and v < 1:
+            raise UserError(f"{knob}={v}: must be a positive integer")
+
+
+def parent_run(client, experiment_id: str, study: Study, storage_url: str) -> str:
+    """The study's parent run, created once and reused on resume."""
+    found = client.search_runs([experiment_id], f"tags.`{ROLE_TAG}` = 'parent'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = tracking.RunLogger(client, experiment_id, study.name, tags={STUDY_TAG: study.name, ROLE_TAG: "parent",
+                                                                     "mlflow.note.content": study.doc})
+    run.log_params({"manifest": study.manifest, "objectives": ",".join(study.objectives),
+                    "storage": tracking.redact(storage_url)})
+    return run.run_id
+
+
+def main(args) -> int:
+    _parse_knobs(args)
+    study = load_study(args.study)
+    manifest = load_manifest(study.manifest, check_images=True)  # a corrupt image stops us before any trial
+    missing = [o for o in study.objectives if o not in {t.name for t in manifest.tasks}]
+    if missing:
+        raise UserError(f"{study.path}: objective task(s) {', '.join(missing)} not in {manifest.path}")
+    check_search_space(study, [t.name for t in manifest.tasks])
+    storage_url = args.storage or default_storage(study.name)
+    trials = args.trials or study.trials
+    epochs = args.epochs or study.epochs
+    workers = args.workers or 1
+    tasks = [manifest.task(n) for n in study.objectives]
+
+    # stores, study and experiment are created once, here, before any worker starts (first-use races)
+    client = tracking.get_client()
+    experiment_id = tracking.ensure_experiment(client, study.name)
+    s = open_study(study, storage_url, [t.direction for t in tasks], [f"val/{t.metric_key}" for t in tasks],
+                   seed=args.seed)
+    stale = fail_stale_trials(s, client)
+    if stale:
+        print(f"marked stale trial(s) {stale} of a dead worker FAILED")
+    if study.configs:  # fixed rounds: queue the ones not yet done, once each
+        done = {t.params.get("round") for t in s.get_trials(deepcopy=False)
+                if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+        todo = [r for r in study.configs if r not in done]
+        for r in todo:
+            s.enqueue_trial({"round": r})
+        trials = min(trials, len(todo)) if not args.trials else trials
+        if not todo:
+            print(f"all {len(study.configs)} rounds of '{study.name}' are done")
+    parent_id = parent_run(client, experiment_id, study, storage_url)
+    client.update_run(parent_id, status="RUNNING")
+    before = len(s.get_trials(deepcopy=False))
+    print(f"study '{study.name}': {before} trial(s) so far, running {trials} more ({epochs} epochs each, "
+          f"{workers} worker(s)); Optuna {tracking.redact(storage_url)}, MLflow {tracking.redact(tracking.tracking_uri())}")
+    t0 = time.perf_counter()
+    status = "FINISHED"
+    try:
+        if trials > 0:
+            shares = [trials // workers + (1 if i < trials % workers else 0) for i in range(workers)]
+            if workers == 1:
+                worker(study.name, storage_url, trials, epochs, parent_id, experiment_id, args.seed, 0, 1)
+            else:
+                ctx = mp.get_context("spawn")
+                procs = [ctx.Process(target=worker, args=(study.name, storage_url, n, epochs, parent_id,
+                                                          experiment_id, args.seed, i, workers))
+                         for i, n in enumerate(shares) if n > 0]
+                for p in procs:
+                    p.start()
+                for p in procs:
+                    p.join()
+                if any(p.exitcode != 0 for p in procs):
+                    status = "FAILED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(parent_id, status)
+    wall = time.perf_counter() - t0
+    s = open_study(study, storage_url, [t.direction for t in tasks], [f"val/{t.metric_key}" for t in tasks])
+    client.log_metric(parent_id, "wall_seconds", wall, step=len(s.trials))
+    print(summary_table(s, tasks))
+    print(f"\nwall time {wall:.0f}s.  Compare runs: make ui  (then open http://127.0.0.1:5000, experiment "
+          f"'{study.name}');  next: make pareto STUDY={study.name}")
+    return 0 if status == "FINISHED" else 1
+
+
+def summary_table(s: optuna.Study, tasks) -> str:
+    complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
+    pareto = {t.number for t in s.best_trials} if complete else set()
+    head = f"{'trial':>6} {'state':<9}" + "".join(f"{t.name[:14]:>15}" for t in tasks) + "  pareto"
+    lines = [head]
+    best = {}
+    for i, task in enumerate(tasks):
+        vals = [(t.values[i], t.number) for t in complete]
+        if vals:
+            best[task.name] = (min if task.direction == "minimize" else max)(vals)[1]
+    for t in s.trials:
+        cells = "".join(f"{t.values[i]:>14.3f}{'^' if best.get(task.name) == t.number else ' '}"
+                        if t.values else f"{'-':>15}" for i, task in enumerate(tasks))
+        lines.append(f"{t.number:>6} {t.state.name:<9}{cells}  {'*' if t.number in pareto else ''}")
+    lines.append("(* Pareto member, ^ best for that task)")
+    return "\n".join(lines)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("study", help="file name in experiments/ without .py")
+    p.add_argument("--trials", type=int, help="trials to add (default: the study's TRIALS)")
+    p.add_argument("--epochs", type=int, help="epochs per trial (default: the study's EPOCHS)")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--storage", help="Optuna storage: a journal file path (default optuna/<study>.log) or an RDB URL")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (worker i uses seed + i)")

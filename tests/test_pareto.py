@@ -1,0 +1,148 @@
+"""Pareto selection, registry aliases, ensembles and captions, on random tables and a real tiny study."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+import optuna
+from mtl.__main__ import main
+from mtl.ensemble import average, route
+from mtl.pareto import best_per_task, dominates, pareto_front
+from mtl.predict import caption
+from mtl.tasks import Task
+from tests.test_tune import STUDY
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_front_matches_brute_force_and_optuna(seed):
+    rng = random.Random(seed)
+    directions = ["maximize", "maximize", "minimize"]
+    values = [[rng.choice([0.1, 0.5, 0.9, rng.random()]), rng.random(), rng.choice([1.0, 2.0, rng.random()])]
+              for _ in range(30)]
+    front = set(pareto_front(values, directions))
+    brute = {i for i, v in enumerate(values)
+             if not any(all((w[k] >= v[k]) if d == "maximize" else (w[k] <= v[k]) for k, d in enumerate(directions))
+                        and w != v for w in values)}
+    assert front == brute
+    study = optuna.create_study(directions=directions)
+    for v in values:
+        study.add_trial(optuna.trial.create_trial(values=v, params={}, distributions={}))
+    assert front == {t.number for t in study.best_trials}
+    for k, i in enumerate(best_per_task(values, directions)):
+        col = [v[k] for v in values]
+        assert values[i][k] == (max(col) if directions[k] == "maximize" else min(col))
+        assert i in front or any(values[j][k] == values[i][k] for j in front)
+
+
+def test_dominates():
+    assert dominates([1, 1], [0, 1], ["maximize", "maximize"])
+    assert not dominates([1, 1], [1, 1], ["maximize", "maximize"])
+    assert dominates([1, 0], [1, 1], ["maximize", "minimize"])
+
+
+TASKS = [Task("gender", "binary", ("Female", "Male")), Task("region", "multiclass", ("Asia", "Egypt", "Europe")),
+         Task("colors", "multilabel", ("White", "Red", "Gold", "Silver", "Blue")), Task("age", "regression")]
+
+
+def test_ensemble_of_one_equals_the_model():
+    g = torch.Generator().manual_seed(0)
+    out = {"gender": torch.randn(6, generator=g), "region": torch.randn(6, 3, generator=g),
+           "colors": torch.randn(6, 5, generator=g), "age": torch.rand(6, generator=g) * 80}
+    for t in TASKS:
+        avg = average(t, [out[t.name]])
+        if t.kind == "multiclass":  # log-softmax of the logits: same argmax, same probabilities
+            assert torch.allclose(torch.softmax(avg, -1), torch.softmax(out[t.name], -1), atol=1e-5)
+        else:
+            assert torch.allclose(avg, out[t.name], atol=1e-4)
+
+
+def test_averaging_means_probabilities():
+    t = TASKS[0]
+    a, b = torch.logit(torch.tensor([0.9])), torch.logit(torch.tensor([0.3]))
+    assert torch.allclose(torch.sigmoid(average(t, [a, b])), torch.tensor([0.6]), atol=1e-5)
+    r = TASKS[3]
+    assert torch.allclose(average(r, [torch.tensor([10.0]), torch.tensor([30.0])]), torch.tensor([20.0]))
+
+
+def test_routing_sends_each_task_to_its_member():
+    members = {m: {t.name: torch.full((2,), float(m)) for t in TASKS} for m in (3, 7, 9)}
+    best = {"gender": 7, "region": 3, "colors": 9, "age": 7}
+    out = route(TASKS, members, best)
+    for t in TASKS:
+        assert torch.all(out[t.name] == best[t.name])
+
+
+def test_caption_in_writeup_form():
+    out = {"gender": torch.tensor(-2.0), "region": torch.tensor([0.1, 0.2, 3.0]),
+           "colors": torch.tensor([-1.0, -3.0, 2.0, 3.0, 1.0]), "age": torch.tensor(34.24)}
+    assert caption(TASKS, out) == ("Gender: Female, Region: Europe, Main Colors: ['Silver', 'Gold', 'Blue'], "
+                                   "Age: 34.2")
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, fgo_small):
+    """A real 3-trial, 1-epoch study in its own stores, shared by the command tests below."""
+    root = tmp_path_factory.mktemp("study")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.chdir(root)
+        (root / "experiments").mkdir()
+        (root / "experiments" / "tiny.py").write_text(STUDY.format(manifest=fgo_small))
+        assert main(["tune", "tiny", "--trials", "3"]) == 0
+        yield root
+
+
+def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    monkeypatch.chdir(tiny_study)
+    assert main(["pareto", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto member(s) of 3 completed trial(s)" in out
+    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'trial'",
+                              output_format="list")
+    assert {r.data.tags["pareto"] for r in runs} <= {"true", "false"} and any(r.data.tags["pareto"] == "true"
+                                                                             for r in runs)
+    best_for = ",".join(r.data.tags["best_for"] for r in runs)
+    for task in ("gender", "region", "fighting_style", "alignment", "colors"):
+        assert task in best_for
+        mv = client.get_model_version_by_alias("tiny", f"best-{task}")
+        assert mv.tags["task"] == task
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/tiny@best-{task}"))
+        ck = torch.load(local / mv.tags["checkpoint"], weights_only=True)
+        run = client.get_run(mv.run_id)
+        assert float(mv.tags["val_score"]) == pytest.approx(run.data.metrics[f"best_val/{task}/"
+                                                                             f"{'f1' if task == 'colors' else 'acc'}"], rel=1e-5)
+        assert ck["epoch"] == 1
+    assert (tiny_study / "reports/tiny/pareto_front.png").stat().st_size > 1000
+
+    assert main(["ensemble", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "| routing |" in out and "averaging" in out and "trial-" in out
+    assert (tiny_study / "reports/tiny/ensemble_test.csv").is_file()
+    ens = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
+                             output_format="list")
+    assert ens and "test/alignment/acc" in ens[0].data.metrics
+
+    assert main(["predict", "tiny", "-n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Gender: ") >= 6 and "Main Colors: [" in out and "true:" in out
+    assert (tiny_study / "reports/tiny/gallery.png").is_file()
+    img = next((Path(str(tiny_study)).parent).rglob("*.png"))
+    assert main(["predict", "tiny", str(img), "--model", "best-colors"]) == 0
+
+
+@pytest.mark.parametrize("cmd", ["pareto", "ensemble", "predict"])
+def test_commands_on_missing_or_empty_study(isolated_stores, fgo_small, capsys, cmd):
+    assert main([cmd, "nosuch"]) != 0
+    assert "no study 'nosuch'" in capsys.readouterr().err
+    (isolated_stores / "experiments").mkdir()
+    (isolated_stores / "experiments" / "fresh.py").write_text(STUDY.format(manifest=fgo_small))
+    assert main([cmd, "fresh"]) != 0
+    err = capsys.readouterr().err
+    assert ("has not been run yet" in err or "no registered model" in err) and "Traceback" not in err
