@@ -49,12 +49,17 @@ def cached_images(paths: list[Path], size: int) -> torch.Tensor:
     return out
 
 
-def build_transform(train: bool, augment: bool) -> v2.Compose:
-    """uint8 CHW -> normalised float. Train augmentation keeps colours intact (colour is a label)."""
+def build_transform(train: bool, augment: bool, size: int | None = None) -> v2.Compose:
+    """uint8 CHW -> normalised float. Train augmentation keeps colours intact (colour is a label):
+    flips, crops of 50-100 % of the area and small rotations, then random erasing of small patches."""
     ops = []
     if train and augment:
-        ops += [v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=8, translate=(0.06, 0.06), scale=(0.9, 1.1))]
+        ops += [v2.RandomHorizontalFlip(),
+                v2.RandomResizedCrop(size, scale=(0.5, 1.0), ratio=(0.8, 1.25), antialias=True) if size else v2.Identity(),
+                v2.RandomRotation(10)]
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train and augment:
+        ops.append(v2.RandomErasing(p=0.5, scale=(0.02, 0.12)))
     return v2.Compose(ops)
 
 
@@ -69,7 +74,7 @@ class MultiTaskDataset(Dataset):
         self.targets = {k: torch.from_numpy(v) for k, v in targets.items()}
         self.masks = {k: torch.from_numpy(v) for k, v in masks.items()}
         self.images = cached_images(self.paths, image_size) if cache else None
-        self.transform = build_transform(train, augment)
+        self.transform = build_transform(train, augment, image_size)
 
     def __len__(self) -> int:
         return len(self.paths)

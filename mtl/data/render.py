@@ -84,16 +84,16 @@ def draw_fgo(labels: dict, rng: np.random.Generator) -> Image.Image:
     hair = [(90, 55, 30), (230, 200, 120), (210, 120, 150), (150, 80, 40)][int(rng.integers(0, 4))]
     female = labels["gender"] == "Female"
 
-    # hair behind the head (long for Female)
+    # gender is the bold cue (as on the real art): long, wide hair and a flared dress with narrow
+    # shoulders, or short hair, broad square shoulders and legs
     if female:
-        d.polygon([P(-16, 8), P(16, 8), P(20, 50), P(-20, 50)], fill=hair)
-    # body: dress (Female, widening) or broad tunic (Male)
-    if female:
-        d.polygon([P(-12, 30), P(12, 30), P(28, 100), P(-28, 100)], fill=main[0])
+        d.polygon([P(-18, 8), P(18, 8), P(24, 66), P(-24, 66)], fill=hair)
+        d.polygon([P(-9, 30), P(9, 30), P(34, 104), P(-34, 104)], fill=main[0])
     else:
-        d.polygon([P(-22, 30), P(22, 30), P(18, 100), P(-18, 100)], fill=main[0])
-        d.rectangle([*P(-15, 100), *P(-4, 112)], fill=main[1])
-        d.rectangle([*P(4, 100), *P(15, 112)], fill=main[1])
+        d.rectangle([*P(-27, 30), *P(27, 42)], fill=main[0])
+        d.polygon([P(-27, 40), P(27, 40), P(17, 98), P(-17, 98)], fill=main[0])
+        d.rectangle([*P(-15, 98), *P(-4, 114)], fill=main[1])
+        d.rectangle([*P(4, 98), *P(15, 114)], fill=main[1])
     # cape/sash in the second colour, trim in the third
     d.polygon([P(-12, 32), P(-2, 32), P(14, 80), P(4, 80)], fill=main[1])
     d.rectangle([*P(-20, 84), *P(20, 90)], fill=main[2])
@@ -107,23 +107,24 @@ def draw_fgo(labels: dict, rng: np.random.Generator) -> Image.Image:
     for ex in (-5, 4):
         d.ellipse([*P(ex, 14), *P(ex + 2, 17)], fill=(20, 20, 20))
 
-    # region: headgear (absent in ~15 % of renderings: noisy evidence)
-    if rng.random() < 0.85:
+    # region: headgear (absent in ~8 % of renderings: noisy evidence)
+    if rng.random() < 0.92:
         reg = labels["region"]
-        if reg == "Asia":  # wide conical hat
-            d.polygon([P(-24, 8), P(24, 8), P(0, -8)], fill=(180, 140, 70))
-        elif reg == "Egypt":  # striped nemes
-            d.polygon([P(-14, 2), P(14, 2), P(20, 30), P(-20, 30)], fill=(40, 60, 160))
-            for k in range(4):
-                y = 6 + 6 * k
-                d.line([P(-16 - k, y), P(16 + k, y)], fill=(230, 190, 60), width=max(1, int(2 * s)))
+        if reg == "Asia":  # wide conical straw hat
+            d.polygon([P(-32, 10), P(32, 10), P(0, -14)], fill=(196, 150, 70))
+            d.line([P(-32, 10), P(32, 10)], fill=(120, 80, 30), width=max(2, int(3 * s)))
+        elif reg == "Egypt":  # striped nemes falling to the shoulders
+            d.polygon([P(-15, 0), P(15, 0), P(25, 36), P(-25, 36)], fill=(40, 60, 170))
+            for k in range(5):
+                y = 3 + 7 * k
+                d.line([P(-16 - 2 * k, y), P(16 + 2 * k, y)], fill=(235, 195, 60), width=max(2, int(3 * s)))
             d.ellipse([*P(-11, 5), *P(11, 29)], fill=skin)
-        elif reg == "Europe":  # crown of spikes
-            d.polygon([P(-10, 4), P(-10, -6), P(-5, 0), P(0, -8), P(5, 0), P(10, -6), P(10, 4)],
-                      fill=(225, 190, 50))
-        else:  # turban
-            d.ellipse([*P(-15, -6), *P(15, 10)], fill=(235, 235, 225))
-            d.ellipse([*P(-3, -2), *P(3, 4)], fill=(180, 30, 40))
+        elif reg == "Europe":  # tall crown of spikes
+            d.polygon([P(-13, 6), P(-13, -12), P(-6, -2), P(0, -16), P(6, -2), P(13, -12), P(13, 6)],
+                      fill=(230, 192, 50))
+        else:  # big white turban with a jewel
+            d.ellipse([*P(-19, -12), *P(19, 12)], fill=(238, 238, 228))
+            d.ellipse([*P(-4, -4), *P(4, 4)], fill=(190, 30, 40))
 
     # fighting style: weapon on a random side at a random angle
     side = 1 if rng.random() < 0.5 else -1
