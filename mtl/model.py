@@ -79,7 +79,8 @@ class HydraNet(nn.Module):
                                   nn.Linear(head_dims[-1] if head_dims else feat, t.out_dim))
             for t in tasks})
         for t in tasks:
-            if t.kind == "regression":
+            if t.kind == "regression":  # start exactly at the train mean: z = 0
+                nn.init.zeros_(self.heads[t.name][-1].weight)
                 nn.init.zeros_(self.heads[t.name][-1].bias)
         self.register_buffer("_reg_center", torch.tensor([t.center for t in tasks]), persistent=False)
         self.register_buffer("_reg_scale", torch.tensor([t.scale for t in tasks]), persistent=False)
