@@ -75,7 +75,7 @@ def gallery(path: Path, paths: list[Path], captions: list[str], truths: list[str
     n = len(paths)
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 5.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 5.8 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, p, cap, truth in zip(axes.flat, paths, captions, truths):

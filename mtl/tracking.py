@@ -105,7 +105,8 @@ class RunLogger:
                 all_tags[MLFLOW_GIT_COMMIT] = commit
             if parent_id:
                 all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
-            run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+            # the REST store (mlflow server) takes only strings; SQLite would coerce silently
+            run = client.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
             run_id = run.info.run_id
         self.run_id = run_id
         self.status = None

@@ -124,6 +124,7 @@ def make_storage(url: str):
     try:
         # heartbeats let a resumed study fail the trials of a worker that was killed (kill -9)
         return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90,
+                                          failed_trial_callback=close_stale_run,
                                           engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
     except Exception as e:
         raise UserError(f"STORAGE {tracking.redact(url)}: cannot open ({type(e).__name__})") from None
@@ -143,7 +144,14 @@ def open_study(study: Study, storage_url: str, directions: list[str], metric_nam
     return s
 
 
-def fail_stale_trials(s: optuna.Study, client) -> list[int]:
+def close_stale_run(study, trial) -> None:
+    """Optuna's heartbeat failed a trial whose worker died: end its MLflow run FAILED too."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        tracking.RunLogger(tracking.get_client(), "", "", run_id=run_id).end("FAILED", "worker died (stale trial)")
+
+
+def fail_stale_trials(s: optuna.Study) -> list[int]:
     """Trials left RUNNING by a worker that died (kill -9) on this host: mark them FAILED, and their runs.
 
     RDB storages also detect them through heartbeats; a journal file has none, so we look at the pid
@@ -156,10 +164,8 @@ def fail_stale_trials(s: optuna.Study, client) -> list[int]:
         if thost != host or pid is None or _alive(int(pid)):
             continue
         s._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker died (stale trial)")
-        s._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id:
-            tracking.RunLogger(client, "", "", run_id=run_id).end("FAILED", "worker died (stale trial)")
+        s.tell(t.number, state=TrialState.FAIL)
+        close_stale_run(s, t)
         stale.append(t.number)
     return stale
 
@@ -289,7 +295,7 @@ def main(args) -> int:
     experiment_id = tracking.ensure_experiment(client, study.name)
     s = open_study(study, storage_url, [t.direction for t in tasks], [f"val/{t.metric_key}" for t in tasks],
                    seed=args.seed)
-    stale = fail_stale_trials(s, client)
+    stale = fail_stale_trials(s)
     if stale:
         print(f"marked stale trial(s) {stale} of a dead worker FAILED")
     if study.configs:  # fixed rounds: queue the ones not yet done, once each
@@ -303,7 +309,7 @@ def main(args) -> int:
             print(f"all {len(study.configs)} rounds of '{study.name}' are done")
     parent_id = parent_run(client, experiment_id, study, storage_url)
     client.update_run(parent_id, status="RUNNING")
-    before = len(s.get_trials(deepcopy=False))
+    before = len(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)))
     print(f"study '{study.name}': {before} trial(s) so far, running {trials} more ({epochs} epochs each, "
           f"{workers} worker(s)); Optuna {tracking.redact(storage_url)}, MLflow {tracking.redact(tracking.tracking_uri())}")
     t0 = time.perf_counter()

@@ -34,7 +34,10 @@ def utk_small(tmp_path_factory) -> Path:
 @pytest.fixture
 def isolated_stores(tmp_path, monkeypatch):
     """Fresh MLflow SQLite store + Optuna dir in tmp; the cwd is tmp so nothing touches the repo."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    import mlflow
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # a process-wide setting: a previous test's store must not leak in
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

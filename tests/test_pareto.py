@@ -99,6 +99,7 @@ def tiny_study(tmp_path_factory, fgo_small):
 
 def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
     monkeypatch.chdir(tiny_study)
     assert main(["pareto", "tiny"]) == 0
     out = capsys.readouterr().out

@@ -1,0 +1,104 @@
+"""Real servers for slow tests: PostgreSQL on loopback and `mlflow server`, each on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found if isinstance(found, str) else (found[-1] if found else None)
+
+
+def ensure_postgres() -> str:
+    """Path of initdb, installing Debian's postgresql package if missing; skip with the reason otherwise."""
+    if _pg_bin("initdb") is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], capture_output=True, timeout=600)
+    initdb = _pg_bin("initdb")
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed and `apt-get install postgresql` did not provide it")
+    return initdb
+
+
+@contextlib.contextmanager
+def postgres(tmp: Path, user: str = "mtl"):
+    """A throwaway PostgreSQL cluster on 127.0.0.1:<free port>; yields (host:port, run_sql)."""
+    initdb = ensure_postgres()
+    import tempfile
+    bindir = Path(initdb).parent
+    own = Path(tempfile.mkdtemp(prefix="mtl-pg-"))  # pytest's tmp dirs are 0700 root: postgres can't enter
+    data = own / "pgdata"
+    data.mkdir()
+    as_pg: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(own, "postgres")
+        shutil.chown(data, "postgres")
+        as_pg = ["runuser", "-u", "postgres", "--"]
+    r = subprocess.run(as_pg + [initdb, "-D", str(data), "-U", user, "--auth=trust"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"PostgreSQL cannot start here (initdb: {r.stderr.strip().splitlines()[-1:]})")
+    port = free_port()
+    pg_ctl = str(bindir / "pg_ctl") if (bindir / "pg_ctl").exists() else _pg_bin("pg_ctl")
+    r = subprocess.run(as_pg + [pg_ctl, "-D", str(data), "-l", str(data / "log"), "-w", "-o",
+                                f"-p {port} -h 127.0.0.1 -k {data}", "start"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"PostgreSQL cannot start here: {r.stderr.strip()[-200:]}")
+    hostport = f"127.0.0.1:{port}"
+
+    def sql(cmd: str, db: str = "postgres"):
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", db, "-c", cmd],
+                       check=True, capture_output=True)
+    try:
+        yield hostport, sql
+    finally:
+        subprocess.run(as_pg + [pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(own, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path):
+    """`mlflow server` on 127.0.0.1:<free port>; yields its http URL once /health answers."""
+    port = free_port()
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    log = open(artifacts.parent / f"mlflow-server-{port}.log", "w")
+    p = subprocess.Popen([mlflow_bin, "server", "--backend-store-uri", backend_uri, "--artifacts-destination",
+                          str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                         stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if p.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(artifacts.parent / f'mlflow-server-{port}.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        log.close()
