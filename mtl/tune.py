@@ -259,9 +259,18 @@ def worker(study_name: str, storage_url: str, n_trials: int, epochs: int, parent
 
 
 def _parse_knobs(args) -> None:
-    for knob, v in (("TRIALS", args.trials), ("EPOCHS", args.epochs), ("WORKERS", args.workers)):
-        if v is not None and v < 1:
+    """TRIALS/EPOCHS/WORKERS arrive as strings (make passes them through): one clear line if not positive ints."""
+    for knob, attr in (("TRIALS", "trials"), ("EPOCHS", "epochs"), ("WORKERS", "workers")):
+        v = getattr(args, attr)
+        if v is None:
+            continue
+        try:
+            n = int(v)
+        except ValueError:
+            n = 0
+        if n < 1:
             raise UserError(f"{knob}={v}: must be a positive integer")
+        setattr(args, attr, n)
 
 
 def parent_run(client, experiment_id: str, study: Study, storage_url: str) -> str:
@@ -364,8 +373,8 @@ def summary_table(s: optuna.Study, tasks) -> str:
 
 def add_arguments(p) -> None:
     p.add_argument("study", help="file name in experiments/ without .py")
-    p.add_argument("--trials", type=int, help="trials to add (default: the study's TRIALS)")
-    p.add_argument("--epochs", type=int, help="epochs per trial (default: the study's EPOCHS)")
-    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--trials", help="trials to add (default: the study's TRIALS)")
+    p.add_argument("--epochs", help="epochs per trial (default: the study's EPOCHS)")
+    p.add_argument("--workers", help="worker processes (default 1)")
     p.add_argument("--storage", help="Optuna storage: a journal file path (default optuna/<study>.log) or an RDB URL")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (worker i uses seed + i)")

@@ -88,6 +88,7 @@ def test_unknown_study_lists_existing(study_dir, capsys):
 
 @pytest.mark.parametrize("args,needle", [(["--trials", "0"], "TRIALS=0"), (["--epochs", "-1"], "EPOCHS=-1"),
                                          (["--workers", "0"], "WORKERS=0"),
+                                         (["--trials", "abc"], "TRIALS=abc: must be a positive integer"),
                                          (["--storage", "ftp://u:secret@h/x"], "STORAGE ftp://u:***@h/x")])
 def test_bad_knobs_one_line(study_dir, capsys, args, needle):
     assert main(["tune", "tiny", *args]) != 0
