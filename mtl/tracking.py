@@ -142,8 +142,13 @@ class RunLogger:
     def log_dataset(self, manifest, context: str = "training") -> None:
         """The manifest as an MLflow dataset input (name, source path and content digest)."""
         ds = mlflow.data.from_pandas(manifest.table, source=str(manifest.path), name=manifest.name)
-        self.client.log_inputs(self.run_id, [DatasetInput(ds._to_mlflow_entity(),
-                                                          tags=[InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
+        try:
+            self.client.log_inputs(self.run_id, inputs)
+        except MlflowException:
+            # another worker inserted the same dataset row first (unique per experiment): link to it
+            time.sleep(0.2)
+            self.client.log_inputs(self.run_id, inputs)
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)

@@ -273,7 +273,7 @@ def _parse_knobs(args) -> None:
         setattr(args, attr, n)
 
 
-def parent_run(client, experiment_id: str, study: Study, storage_url: str) -> str:
+def parent_run(client, experiment_id: str, study: Study, storage_url: str, manifest) -> str:
     """The study's parent run, created once and reused on resume."""
     found = client.search_runs([experiment_id], f"tags.`{ROLE_TAG}` = 'parent'", max_results=1)
     if found:
@@ -282,6 +282,7 @@ def parent_run(client, experiment_id: str, study: Study, storage_url: str) -> st
                                                                      "mlflow.note.content": study.doc})
     run.log_params({"manifest": study.manifest, "objectives": ",".join(study.objectives),
                     "storage": tracking.redact(storage_url)})
+    run.log_dataset(manifest)  # creates the experiment's dataset row once, before workers race for it
     return run.run_id
 
 
@@ -316,7 +317,7 @@ def main(args) -> int:
         trials = min(trials, len(todo)) if not args.trials else trials
         if not todo:
             print(f"all {len(study.configs)} rounds of '{study.name}' are done")
-    parent_id = parent_run(client, experiment_id, study, storage_url)
+    parent_id = parent_run(client, experiment_id, study, storage_url, manifest)
     client.update_run(parent_id, status="RUNNING")
     before = len(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)))
     print(f"study '{study.name}': {before} trial(s) so far, running {trials} more ({epochs} epochs each, "
