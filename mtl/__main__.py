@@ -1,85 +1,30 @@
-"""Command line: python -m mtl {check,data,train,tune,pareto,ensemble,predict,bench} (each with --help).
+"""Command line: python -m mtl {check,data,train,tune,pareto,ensemble,confirm,predict,bench} (each with --help).
 
 User errors (bad files, flags, studies) print one line and exit non-zero; no traceback.
+Every argument is declared here and a command's module is imported only when that command runs,
+so `--help` and `check` start without torch, MLflow or Optuna.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
 import sys
-from pathlib import Path
 
 from mtl.errors import UserError
 
-
-def _quiet() -> None:
-    """Library chatter (experimental-API warnings, Optuna's per-trial INFO lines) hides the lines that matter."""
-    import logging
-    import warnings
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # inherited by spawned workers
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow configures its loggers
-    import optuna  # configures its own root logger on import; lower it afterwards
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+# commands whose modules talk to MLflow/Optuna: their library chatter is lowered before they run
+_TRACKED = {"train", "tune", "pareto", "ensemble", "confirm", "predict", "bench"}
 
 
-def cmd_check(args) -> int:
-    from mtl.data.manifest import format_problems, read_manifest, summary, validate
-    m, problems = read_manifest(args.manifest)
-    if m is not None:
-        problems += validate(m, check_images=not args.no_images)
-        for w in m.warnings:
-            print(w, file=sys.stderr)
-    if problems:
-        print(format_problems(problems), file=sys.stderr)
-        print(f"{args.manifest}: {len(problems)} problem(s)", file=sys.stderr)
-        return 1
-    print(summary(m))
-    return 0
-
-
-def cmd_data(args) -> int:
-    from mtl.data import importers, render
-    from mtl.data.manifest import load_manifest
-    if args.data_cmd == "render":
-        import json
-        import time
-        for path in args.manifests:
-            m = load_manifest(path)
-            style = json.loads(m.spec_path.read_text()).get("render")
-            if style not in render.DRAWERS:
-                raise UserError(f"{m.spec_path}: no 'render' style (fgo, utk): only demo sets can be rendered")
-            t0 = time.perf_counter()
-            n = render.render_manifest(m, style, args.size)
-            print(f"rendered {n} images of {m.name} ({args.size}px) into {m.root} in {time.perf_counter() - t0:.1f}s")
-    elif args.data_cmd == "import-fgo":
-        print(importers.import_fgo(Path(args.labels), Path(args.images), Path(args.out), args.seed))
-    elif args.data_cmd == "import-utkface":
-        print(importers.import_utkface(Path(args.images), Path(args.out), args.seed))
-    elif args.data_cmd == "make-manifests":
-        render.write_manifest(*render.make_fgo_manifest(), Path(args.out_dir) / "fgo_synth.csv")
-        render.write_manifest(*render.make_utk_manifest(), Path(args.out_dir) / "utk_synth.csv")
-        print(f"wrote fgo_synth and utk_synth manifests into {args.out_dir}")
-    return 0
-
-
-def cmd_train(args) -> int:
-    from mtl.train_cli import run_train
-    return run_train(args)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mtl", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-
+def _add_check(sub) -> None:
     c = sub.add_parser("check", help="validate a manifest and print its summary")
     c.add_argument("manifest")
     c.add_argument("--no-images", action="store_true", help="skip opening every image")
-    c.set_defaults(func=cmd_check)
+    c.set_defaults(func="mtl.data.cli:check")
 
+
+def _add_data(sub) -> None:
     d = sub.add_parser("data", help="render demo sets, import real data")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     r = dsub.add_parser("render", help="draw a demo manifest's images (deterministic)")
@@ -96,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--seed", type=int, default=0)
     mm = dsub.add_parser("make-manifests", help="(developers) regenerate the committed demo manifests")
     mm.add_argument("--out-dir", default="data_manifests")
-    d.set_defaults(func=cmd_data)
+    d.set_defaults(func="mtl.data.cli:data")
 
+
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train one HydraNet and log it to MLflow (experiment 'train')")
     t.add_argument("--manifest", required=True)
     t.add_argument("--epochs", type=int)
@@ -107,29 +54,81 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--from", dest="init", metavar="CKPT", help="checkpoint file or directory to start from")
     t.add_argument("--out", default="checkpoints", help="where checkpoints are written (default checkpoints/)")
     t.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func="mtl.train_cli:run_train")
 
-    for name, help_ in [("tune", "run or resume an Optuna study"), ("pareto", "Pareto front and per-task best"),
-                        ("ensemble", "routing/averaging ensembles scored on test"),
-                        ("predict", "captions and gallery"), ("bench", "performance ratios")]:
-        mod = __import__(f"mtl.{name}", fromlist=["add_arguments"]) if _has_module(name) else None
-        if mod is None:
-            continue
-        sp = sub.add_parser(name, help=help_, description=(mod.__doc__ or "").splitlines()[0])
-        mod.add_arguments(sp)
-        sp.set_defaults(func=mod.main)
+
+def _storage(p) -> None:
+    p.add_argument("--storage", help="Optuna storage: a journal file path (default optuna/<study>.log) or an RDB URL")
+
+
+def _add_studies(sub) -> None:
+    t = sub.add_parser("tune", help="run or resume an Optuna study")
+    t.add_argument("study", help="file name in experiments/ without .py")
+    t.add_argument("--trials", help="trials to add (default: the study's TRIALS)")
+    t.add_argument("--epochs", help="epochs per trial (default: the study's EPOCHS)")
+    t.add_argument("--workers", help="worker processes (default 1)")
+    _storage(t)
+    t.add_argument("--seed", type=int, default=0, help="base sampler seed (mixed with the worker and the trials so far)")
+    t.set_defaults(func="mtl.tune:main")
+
+    p = sub.add_parser("pareto", help="Pareto front and per-task best (val, with intervals)")
+    p.add_argument("study")
+    _storage(p)
+    p.set_defaults(func="mtl.pareto:main")
+
+    e = sub.add_parser("ensemble", help="ensembles chosen on val, judged once on test; writes the report")
+    e.add_argument("study")
+    e.add_argument("--top-k", type=int, default=0, help="candidates per task: the k best front members (0 = the front)")
+    _storage(e)
+    e.set_defaults(func="mtl.ensemble:main")
+
+    c = sub.add_parser("confirm", help="re-train each task's best config (and the rounds) with new seeds")
+    c.add_argument("study")
+    c.add_argument("--seeds", type=int, default=3, help="new seeds per config (default 3)")
+    c.add_argument("--epochs", type=int, help="epochs per run (default: the study's EPOCHS)")
+    _storage(c)
+    c.set_defaults(func="mtl.confirm:main")
+
+    pr = sub.add_parser("predict", help="captions and gallery")
+    pr.add_argument("study")
+    pr.add_argument("images", nargs="*", help="image files (default: a handful from the test split)")
+    pr.add_argument("--model", help="best-<task>: answer every task with that registered model")
+    pr.add_argument("-n", type=int, default=8, help="test images when none are given (default 8)")
+    pr.set_defaults(func="mtl.predict:main")
+
+
+def _add_bench(sub) -> None:
+    b = sub.add_parser("bench", help="performance ratios")
+    b.add_argument("--backbone", default="resnet18")
+    b.add_argument("--image-size", type=int, default=64)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--quick", action="store_true", help="smoke run: few repeats (figures are not meaningful)")
+    b.add_argument("--manifest", default="data_manifests/fgo_synth.csv")
+    b.add_argument("--out", default="reports/bench.json")
+    b.set_defaults(func="mtl.bench:main")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mtl", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for add in (_add_check, _add_data, _add_train, _add_studies, _add_bench):
+        add(sub)
     return p
 
 
-def _has_module(name: str) -> bool:
-    return (Path(__file__).parent / f"{name}.py").is_file()
+def resolve(func: str):
+    """'module:function' -> the function, importing the module only now."""
+    module, _, name = func.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def main(argv=None) -> int:
-    _quiet()
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        if args.cmd in _TRACKED:
+            from mtl.quiet import quiet
+            quiet()
+        return resolve(args.func)(args) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

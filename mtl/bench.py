@@ -286,12 +286,3 @@ def main(args) -> int:
     print(table(res))
     print(f"written {out}")
     return 0
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--quick", action="store_true", help="smoke run: few repeats (figures are not meaningful)")
-    p.add_argument("--manifest", default="data_manifests/fgo_synth.csv")
-    p.add_argument("--out", default="reports/bench.json")

@@ -22,7 +22,7 @@ from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.metrics import TaskMetrics
 from mtl.tasks import Task
-from mtl.train import model_from_checkpoint
+from mtl.train import load_checkpoint, model_from_checkpoint
 
 BASELINE_STUDY = "fgo_rounds"
 
@@ -92,7 +92,7 @@ class CheckpointCache:
         key = (run_id, self.best_file(run_id, task))
         if key not in self.outputs:
             local = self.client.download_artifacts(run_id, f"checkpoints/{key[1]}")
-            ckpt = torch.load(local, map_location="cpu", weights_only=True)
+            ckpt = load_checkpoint(local)
             self.outputs[key] = predict_split(ckpt, self.manifest, self.split)
         return self.outputs[key][task]
 
@@ -167,9 +167,3 @@ def to_markdown(table: pd.DataFrame, tasks: list[Task]) -> str:
         cells = [f"**{row[c]:.3f}**" if row[c] == best[c] else f"{row[c]:.3f}" for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def add_arguments(p) -> None:
-    p.add_argument("study")
-    p.add_argument("--top-k", type=int, default=0, help="average only the k best front members per task (0 = all)")
-    p.add_argument("--storage", help="Optuna storage (default optuna/<study>.log)")

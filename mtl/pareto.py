@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 from optuna.trial import TrialState
 
-import optuna
 from mtl import tracking
 from mtl.errors import UserError
 from mtl.tune import ROLE_TAG, default_storage, load_study, make_storage
@@ -127,16 +127,17 @@ def register_best(client, study_name: str, best: dict[str, Member]) -> dict[str,
 
 
 def load_best(study_name: str, task: str) -> dict:
-    """The checkpoint dict behind `models:/<study>@best-<task>` (torch.load with weights_only=True)."""
+    """The checkpoint dict behind `models:/<study>@best-<task>` (loaded with weights_only=True)."""
     import mlflow
-    import torch
+
+    from mtl.train import load_checkpoint
     client = tracking.get_client()
     try:
         mv = client.get_model_version_by_alias(study_name, f"best-{task}")
     except Exception:
         raise UserError(f"no registered model '{study_name}@best-{task}'; run: make pareto STUDY={study_name}") from None
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{study_name}@best-{task}"))
-    return torch.load(local / mv.tags["checkpoint"], map_location="cpu", weights_only=True)
+    return load_checkpoint(local / mv.tags["checkpoint"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,8 +229,3 @@ def main(args) -> int:
             client.log_artifact(parent[0].info.run_id, str(out / f), "pareto")
     print(f"plots: {out / 'pareto_front.png'}, {out / 'val_curves.png'}")
     return 0
-
-
-def add_arguments(p) -> None:
-    p.add_argument("study")
-    p.add_argument("--storage", help="Optuna storage (default optuna/<study>.log)")

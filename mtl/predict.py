@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mtl.data.dataset import build_transform, decode
+from mtl.data.images import to_rgb
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.tasks import Task, display_name
@@ -80,7 +81,7 @@ def gallery(path: Path, paths: list[Path], captions: list[str], truths: list[str
         ax.axis("off")
     for ax, p, cap, truth in zip(axes.flat, paths, captions, truths):
         with Image.open(p) as im:
-            ax.imshow(im.convert("RGB"))
+            ax.imshow(to_rgb(im))
         text = "pred: " + textwrap.fill(cap, 44)
         if truth:
             text += "\ntrue: " + textwrap.fill(truth, 44)
@@ -125,10 +126,3 @@ def main(args) -> int:
     gallery(out, paths, caps, truths)
     print(f"gallery: {out}")
     return 0
-
-
-def add_arguments(p) -> None:
-    p.add_argument("study")
-    p.add_argument("images", nargs="*", help="image files (default: a handful from the test split)")
-    p.add_argument("--model", help="best-<task>: answer every task with that registered model")
-    p.add_argument("-n", type=int, default=8, help="test images when none are given (default 8)")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are used, so `python -m mtl check` starts fast
+    import torch
 
 KINDS = ("binary", "multiclass", "multilabel", "regression")
 PRIMARY_METRIC = {"binary": "acc", "multiclass": "acc", "multilabel": "f1", "regression": "mae"}
 MULTILABEL_SEP = "|"
+TASK_KEYS = ("name", "kind", "classes", "center", "scale")
 
 
 class LabelError(ValueError):
@@ -89,6 +92,7 @@ class Task:
         return self.classes.index(cell)
 
     def target_dtype(self) -> torch.dtype:
+        import torch
         return torch.long if self.kind == "multiclass" else torch.float32
 
     def predict(self, output: torch.Tensor, top_k: int = 3):
@@ -110,10 +114,38 @@ class Task:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> Task:
-        return cls(name=d["name"], kind=d["kind"], classes=tuple(d.get("classes", ())),
-                   center=float(d.get("center", 0.0)), scale=float(d.get("scale", 1.0)))
-
+    def from_dict(cls, d) -> Task:
+        """A task spec entry (JSON object) -> Task; every malformed field raises one LabelError line."""
+        if not isinstance(d, dict):
+            raise LabelError(f"a task must be a JSON object with name, kind and classes, got {d!r}")
+        name = d.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise LabelError(f"a task needs a non-empty string 'name', got {name!r}")
+        unknown = sorted(set(d) - set(TASK_KEYS))
+        if unknown:
+            raise LabelError(f"task '{name}': unknown key(s) {', '.join(unknown)} (known: {', '.join(TASK_KEYS)})")
+        if "kind" not in d:
+            raise LabelError(f"task '{name}': no 'kind' (one of {', '.join(KINDS)})")
+        if not isinstance(d["kind"], str):
+            raise LabelError(f"task '{name}': 'kind' must be one of {', '.join(KINDS)}, got {d['kind']!r}")
+        classes = d.get("classes", [])
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise LabelError(f"task '{name}': 'classes' must be a list of strings, got {classes!r} "
+                             f"(write numbers as strings: [\"0\", \"1\"])")
+        for c in classes:
+            if c != c.strip() or not c:
+                raise LabelError(f"task '{name}': class {c!r} is empty or has surrounding spaces")
+            if MULTILABEL_SEP in c:
+                raise LabelError(f"task '{name}': class {c!r} contains the label separator '{MULTILABEL_SEP}'")
+        if d["kind"] == "regression" and classes:
+            raise LabelError(f"task '{name}': a regression task has no classes")
+        center, scale = d.get("center", 0.0), d.get("scale", 1.0)
+        for key, v in (("center", center), ("scale", scale)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise LabelError(f"task '{name}': '{key}' must be a finite number, got {v!r}")
+        if scale <= 0:
+            raise LabelError(f"task '{name}': 'scale' must be positive, got {scale!r}")
+        return cls(name=name, kind=d["kind"], classes=tuple(classes), center=float(center), scale=float(scale))
 
 def display_name(task_name: str) -> str:
     """'fighting_style' -> 'Fighting Style' (captions); 'colors' reads 'Main Colors' as in the write-up."""

@@ -300,23 +300,50 @@ def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_s
     return out_dir
 
 
+CHECKPOINT_KEYS = ("model", "config", "tasks")
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint dict, loaded safely (weights_only: no pickled code runs)."""
+    """A checkpoint dict, loaded safely (weights_only: no pickled code runs) and checked to be ours;
+    a directory means its last epoch (`index.json`). Anything else is one clear line."""
     path = Path(path)
-    if path.is_dir():  # a checkpoint directory: take its last epoch
-        index = json.loads((path / "index.json").read_text())
-        path = path / index["last"]["file"]
+    if path.is_dir():
+        try:
+            index = json.loads((path / "index.json").read_text())
+            path = path / index["last"]["file"]
+        except FileNotFoundError:
+            raise UserError(f"{path}: no index.json: not a checkpoint directory written by mtl") from None
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{path / 'index.json'}: not a checkpoint index (no last.file)") from None
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, tampered, not a torch file, or a payload weights_only refuses
         raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path}: holds a {type(ckpt).__name__}, not an mtl checkpoint (a dict with "
+                        f"{', '.join(CHECKPOINT_KEYS)})")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: not an mtl checkpoint (no {', '.join(missing)})")
+    ckpt["source"] = str(path)
+    return ckpt
 
 
 def model_from_checkpoint(ckpt: dict) -> tuple[HydraNet, TrainConfig, list[Task]]:
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    tasks = [Task.from_dict(t) for t in ckpt["tasks"]]
+    """The model a checkpoint describes, in eval mode; a config, task list or state that does not fit is
+    one clear line naming the file."""
+    source = ckpt.get("source", "checkpoint")
+    try:
+        cfg = TrainConfig.from_dict(ckpt["config"])
+        tasks = [Task.from_dict(t) for t in ckpt["tasks"]]
+    except (TypeError, ValueError, AttributeError, UserError) as e:
+        raise UserError(f"{source}: its config or tasks do not fit this version of mtl ({e})") from None
     model = build_model(cfg.replace(weights=None), tasks)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise UserError(f"{source}: its weights do not fit the model its config describes ({first})") from None
     return model.eval(), cfg, tasks

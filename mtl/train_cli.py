@@ -9,7 +9,7 @@ from pathlib import Path
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.metrics import majority_baseline
-from mtl.train import TrainConfig, fit, load_checkpoint
+from mtl.train import TrainConfig, fit, load_checkpoint, model_from_checkpoint
 
 
 def baselines(manifest) -> dict[str, float]:
@@ -29,16 +29,18 @@ def result_table(manifest, result, base: dict) -> str:
 def run_train(args) -> int:
     manifest = load_manifest(args.manifest, check_images=True)
     init = load_checkpoint(args.init) if args.init else None
+    if init:
+        _, init_cfg, init_tasks = model_from_checkpoint(init)  # a checkpoint that does not fit: one line, now
     if args.finetune and not init:
         raise UserError("--finetune needs --from CKPT (the model whose other heads stay frozen)")
-    cfg = TrainConfig.from_dict(init["config"]) if init else TrainConfig()
+    cfg = init_cfg if init else TrainConfig()
     cfg = cfg.with_overrides(args.overrides)
     if args.epochs is not None:
         if args.epochs < 1:
             raise UserError(f"--epochs {args.epochs}: must be at least 1")
         cfg = cfg.replace(epochs=args.epochs)
     if init:
-        known = {t["name"] for t in init["tasks"]}
+        known = {t.name for t in init_tasks}
         if known != {t.name for t in manifest.tasks}:
             raise UserError(f"{args.init}: its tasks {sorted(known)} differ from {manifest.path}'s")
 

@@ -3,7 +3,7 @@
 A study is `experiments/<study>.py`: MANIFEST, OBJECTIVES (tasks whose primary val metrics are the
 objectives), BASE (a TrainConfig), TRIALS, EPOCHS and `search_space(trial, base) -> TrainConfig`,
 or CONFIGS (name -> TrainConfig) for fixed, hand-tuned rounds. One objective per task, each in its
-own direction; TPE with a per-worker seed; the study is stored persistently and resumed by name.
+own direction; TPE seeded per worker and per start (a resumed study never replays its draws); the study is stored persistently and resumed by name.
 
 Optuna cannot prune multi-objective trials, so a trial stops early on `patience`: when its mean
 per-task val score has not improved for that many epochs.
@@ -20,12 +20,13 @@ import os
 import socket
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 from optuna.trial import TrialState
 
-import optuna
 from mtl import tracking
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
@@ -130,18 +131,38 @@ def make_storage(url: str):
         raise UserError(f"STORAGE {tracking.redact(url)}: cannot open ({type(e).__name__})") from None
 
 
-def open_study(study: Study, storage_url: str, directions: list[str], metric_names: list[str], seed: int = 0):
-    # TPE's default 10 random start-up trials would make a 10-minute study pure random search
-    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True) if not study.configs
-               else optuna.samplers.RandomSampler(seed=seed))
+def sampler_seed(base: int, worker_index: int, trials_so_far: int) -> int:
+    """A resumed or parallel study must never replay the draws of an earlier start: the sampler seed
+    mixes the base seed, the worker, the trials already stored and the host (workers on several
+    machines), so a fresh single-machine study stays reproducible while no two starts share a seed."""
+    import numpy as np
+    host = zlib.crc32(socket.gethostname().encode())
+    return int(np.random.SeedSequence([base, worker_index, trials_so_far, host]).generate_state(1)[0])
+
+
+def open_study(study: Study, storage_url: str, directions: list[str], metric_names: list[str], seed: int = 0,
+               worker_index: int = 0):
     s = optuna.create_study(study_name=study.name, storage=make_storage(storage_url), directions=directions,
-                            sampler=sampler, load_if_exists=True)
+                            load_if_exists=True)
     if s.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
         raise UserError(f"study '{study.name}' in {tracking.redact(storage_url)} has other objectives; "
                         f"use another STORAGE or remove it")
     if s.metric_names != metric_names:
         s.set_metric_names(metric_names)
+    seed = sampler_seed(seed, worker_index, len(s.get_trials(deepcopy=False)))
+    # TPE's default 10 random start-up trials would make a 10-minute study pure random search
+    s.sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True) if not study.configs
+                 else optuna.samplers.RandomSampler(seed=seed))
     return s
+
+
+def duplicate_of(trial: optuna.Trial) -> int | None:
+    """The number of an earlier trial (complete, running or pruned) with exactly these parameters."""
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
+    for t in trial.study.get_trials(deepcopy=False, states=states):
+        if t.number != trial.number and t.params == trial.params and "duplicate_of" not in t.user_attrs:
+            return t.number
+    return None
 
 
 def close_stale_run(study, trial) -> None:
@@ -192,6 +213,10 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         cfg = trial_config(self.study, trial, self.epochs)
+        dup = duplicate_of(trial)
+        if dup is not None:  # a sampler can repeat itself on a small space: never train the same config twice
+            trial.set_user_attr("duplicate_of", dup)
+            raise optuna.TrialPruned(f"same parameters as trial {dup}")
         cfg = cfg.replace(seed=cfg.seed + trial.number)
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
@@ -236,15 +261,15 @@ def worker(study_name: str, storage_url: str, n_trials: int, epochs: int, parent
     """One process: its own storage connection and sampler seed, `n_trials` trials."""
     import torch
 
-    from mtl.__main__ import _quiet
-    _quiet()
+    from mtl.quiet import quiet
+    quiet()
     if n_workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
     study = load_study(study_name)
     manifest = load_manifest(study.manifest)
     tasks = [manifest.task(n) for n in study.objectives]
     s = open_study(study, storage_url, [t.direction for t in tasks], [f"val/{t.metric_key}" for t in tasks],
-                   seed=seed + worker_index)
+                   seed=seed, worker_index=worker_index)
     bar = None
     if worker_index == 0:
         from tqdm.auto import tqdm
@@ -370,12 +395,3 @@ def summary_table(s: optuna.Study, tasks) -> str:
         lines.append(f"{t.number:>6} {t.state.name:<9}{cells}  {'*' if t.number in pareto else ''}")
     lines.append("(* Pareto member, ^ best for that task)")
     return "\n".join(lines)
-
-
-def add_arguments(p) -> None:
-    p.add_argument("study", help="file name in experiments/ without .py")
-    p.add_argument("--trials", help="trials to add (default: the study's TRIALS)")
-    p.add_argument("--epochs", help="epochs per trial (default: the study's EPOCHS)")
-    p.add_argument("--workers", help="worker processes (default 1)")
-    p.add_argument("--storage", help="Optuna storage: a journal file path (default optuna/<study>.log) or an RDB URL")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (worker i uses seed + i)")

@@ -147,3 +147,26 @@ def test_commands_on_missing_or_empty_study(isolated_stores, fgo_small, capsys, 
     assert main([cmd, "fresh"]) != 0
     err = capsys.readouterr().err
     assert ("has not been run yet" in err or "no registered model" in err) and "Traceback" not in err
+
+
+def test_tampered_checkpoints_give_one_line(tiny_study, capsys, monkeypatch):
+    """predict and ensemble on checkpoints that were overwritten: one line, exit 2 (then restored)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
+    monkeypatch.chdir(tiny_study)
+    if main(["pareto", "tiny"]) != 0:
+        pytest.fail("pareto failed")
+    files = list((tiny_study / "mlartifacts").rglob("epoch-*.pt"))
+    saved = {f: f.read_bytes() for f in files}
+    try:
+        for f in files:
+            f.write_bytes(b"tampered")
+        capsys.readouterr()
+        for cmd in (["predict", "tiny", "-n", "2"], ["ensemble", "tiny"]):
+            assert main(cmd) == 2, cmd
+            err = capsys.readouterr().err
+            assert "not a readable checkpoint" in err and "Traceback" not in err
+            assert len(err.strip().splitlines()) == 1
+    finally:
+        for f, data in saved.items():
+            f.write_bytes(data)

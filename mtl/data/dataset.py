@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from mtl.data.images import to_rgb
 from mtl.data.manifest import Manifest
 from mtl.errors import UserError
 
@@ -29,7 +30,7 @@ def decode(path: Path, size: int) -> torch.Tensor:
     """One image -> uint8 tensor (3, size, size)."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = to_rgb(im)
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)

@@ -1,0 +1,48 @@
+"""`python -m mtl check` and `python -m mtl data ...`: validation, rendering, importers (no torch needed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from mtl.errors import UserError
+
+
+def check(args) -> int:
+    from mtl.data.manifest import format_problems, read_manifest, summary, validate
+    m, problems = read_manifest(args.manifest)
+    if m is not None:
+        problems += validate(m, check_images=not args.no_images)
+        for w in m.warnings:
+            print(w, file=sys.stderr)
+    if problems:
+        print(format_problems(problems), file=sys.stderr)
+        print(f"{args.manifest}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(summary(m))
+    return 0
+
+
+def data(args) -> int:
+    from mtl.data import importers, render
+    from mtl.data.manifest import load_manifest
+    if args.data_cmd == "render":
+        for path in args.manifests:
+            m = load_manifest(path)
+            style = json.loads(m.spec_path.read_text()).get("render")
+            if style not in render.DRAWERS:
+                raise UserError(f"{m.spec_path}: no 'render' style (fgo, utk): only demo sets can be rendered")
+            t0 = time.perf_counter()
+            n = render.render_manifest(m, style, args.size)
+            print(f"rendered {n} images of {m.name} ({args.size}px) into {m.root} in {time.perf_counter() - t0:.1f}s")
+    elif args.data_cmd == "import-fgo":
+        print(importers.import_fgo(Path(args.labels), Path(args.images), Path(args.out), args.seed))
+    elif args.data_cmd == "import-utkface":
+        print(importers.import_utkface(Path(args.images), Path(args.out), args.seed))
+    elif args.data_cmd == "make-manifests":
+        render.write_manifest(*render.make_fgo_manifest(), Path(args.out_dir) / "fgo_synth.csv")
+        render.write_manifest(*render.make_utk_manifest(), Path(args.out_dir) / "utk_synth.csv")
+        print(f"wrote fgo_synth and utk_synth manifests into {args.out_dir}")
+    return 0

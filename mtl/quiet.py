@@ -1,0 +1,19 @@
+"""Lower library chatter (experimental-API warnings, Optuna's per-trial INFO lines) that hides the lines that matter."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+
+def quiet() -> None:
+    """Called by the CLI and by spawned study workers before they use Optuna or MLflow."""
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # inherited by spawned workers
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow configures its loggers
+    import optuna  # configures its own root logger on import; lower it afterwards
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
