@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STUDY ?= fgo_regularization
 PORT ?= 5000
+SEEDS ?= 3
 HOST ?= 127.0.0.1
 TUNE_ARGS = $(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
             $(if $(WORKERS),--workers $(WORKERS)) $(if $(STORAGE),--storage '$(STORAGE)')
@@ -14,7 +15,7 @@ MANIFESTS := data_manifests/fgo_synth.csv data_manifests/utk_synth.csv
 DATA_STAMP := data/.rendered
 
 .DEFAULT_GOAL := help
-.PHONY: help install data tune ui pareto ensemble predict bench test test-all lint clean
+.PHONY: help install data tune ui pareto ensemble confirm predict bench test test-all lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -44,8 +45,11 @@ ui: $(STAMP) ## MLflow UI over the same store: make ui [PORT=5000] [HOST=127.0.0
 pareto: $(STAMP) ## Pareto front + best trial per task, tags, registry aliases, plots: make pareto STUDY=s
 	$(BIN)/python -m mtl pareto $(STUDY)
 
-ensemble: $(DATA_STAMP) ## routing/averaging ensembles of Pareto models scored on test: make ensemble STUDY=s
+ensemble: $(DATA_STAMP) ## ensembles chosen on val, judged once on test -> reports/<study>/report.md: make ensemble STUDY=s
 	$(BIN)/python -m mtl ensemble $(STUDY)
+
+confirm: $(DATA_STAMP) ## re-train each task's best config (and the rounds) with new seeds: make confirm STUDY=s [SEEDS=3]
+	$(BIN)/python -m mtl confirm $(STUDY) --seeds $(SEEDS)
 
 predict: $(DATA_STAMP) ## captions + gallery: make predict STUDY=s [IMAGES="a.png b.png"] [MODEL=best-<task>]
 	$(BIN)/python -m mtl predict $(STUDY) $(if $(MODEL),--model $(MODEL)) $(IMAGES)

@@ -1,30 +1,40 @@
-"""Ensembles of a study's Pareto members, judged on the held-out test split: `python -m mtl ensemble <study>`.
+"""Ensembles of a study's Pareto members, chosen on val and judged once on test: `python -m mtl ensemble <study>`.
 
-- routing: each task answered by the trial that was best for it on val (its best-epoch checkpoint);
-- averaging: mean probabilities (mean value for regression) over the front, or the top-k per task.
-Scored beside every single Pareto member and, where that study exists, the `fgo_rounds` baselines.
-A single member answers each task with its own best-epoch checkpoint for that task (what its val
-score describes). No selection step ever saw the test split.
+Per task, three ways to combine the candidates (the front, or the k best on val with `--top-k`):
+- routing: the trial that was best for the task on val (its best-epoch checkpoint) — the val-selected
+  single model;
+- averaging: mean probabilities (mean value for regression) over the candidates;
+- greedy: forward ensemble selection with replacement (Caruana et al., ICML 2004): start empty, add
+  the candidate that most improves the val metric of the averaged ensemble, keep the best prefix.
+The method used for a task is the one with the best val score (ties go to the simpler one).
+
+Only then are the test labels read, once, for the final table: every model with its 95 %
+group-bootstrap interval, the best constant predictor, the `fgo_rounds` rounds where that study ran
+on the same manifest, and paired intervals for each comparison. `reports/<study>/report.md` is the
+table a researcher reads (also on the study's parent run).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from mtl import tracking
-from mtl.data.dataset import MultiTaskDataset
+from mtl.bootstrap import GroupBootstrap, Score, point, sample_stats, verdict
+from mtl.data.dataset import build_transform, cached_images
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
-from mtl.metrics import TaskMetrics
+from mtl.metrics import best_constant
 from mtl.tasks import Task
-from mtl.train import load_checkpoint, model_from_checkpoint
+from mtl.train import VAL_OUTPUTS, load_checkpoint, model_from_checkpoint
 
 BASELINE_STUDY = "fgo_rounds"
+GREEDY_STEPS = 25
 
 
 def to_prob(task: Task, out: torch.Tensor) -> torch.Tensor:
@@ -44,9 +54,12 @@ def from_prob(task: Task, p: torch.Tensor) -> torch.Tensor:
     return p
 
 
-def average(task: Task, outputs: list[torch.Tensor]) -> torch.Tensor:
-    """Mean probability (mean value for regression) over members, returned as logits."""
-    return from_prob(task, torch.stack([to_prob(task, o) for o in outputs]).mean(0))
+def average(task: Task, outputs: list[torch.Tensor], weights: list[float] | None = None) -> torch.Tensor:
+    """(Weighted) mean probability (mean value for regression) over members, returned as logits."""
+    probs = torch.stack([to_prob(task, o) for o in outputs])
+    w = torch.ones(len(outputs)) if weights is None else torch.as_tensor(weights, dtype=probs.dtype)
+    w = (w / w.sum()).reshape(-1, *([1] * (probs.dim() - 1)))
+    return from_prob(task, (probs * w).sum(0))
 
 
 def route(tasks: list[Task], outputs_by_member: dict, best_member: dict[str, object]) -> dict[str, torch.Tensor]:
@@ -54,27 +67,78 @@ def route(tasks: list[Task], outputs_by_member: dict, best_member: dict[str, obj
     return {t.name: outputs_by_member[best_member[t.name]][t.name] for t in tasks}
 
 
+def greedy_select(task: Task, candidates: list[torch.Tensor], targets, mask, steps: int = GREEDY_STEPS) -> list[int]:
+    """Caruana et al. 2004: forward selection with replacement on one split's labels; returns how often
+    each candidate was picked in the best prefix (the smallest one on ties)."""
+    counts = np.zeros(len(candidates), dtype=int)
+    probs = [to_prob(task, c) for c in candidates]
+    total = torch.zeros_like(probs[0])
+    best_score, best_counts = None, counts.copy()
+    for step in range(1, steps + 1):
+        scores = [point(task, sample_stats(task, from_prob(task, (total + p) / step), targets, mask)) for p in probs]
+        i = int(np.nanargmin(scores) if task.direction == "minimize" else np.nanargmax(scores))
+        counts[i] += 1
+        total = total + probs[i]
+        if best_score is None or task.better(scores[i], best_score):
+            best_score, best_counts = scores[i], counts.copy()
+    return best_counts.tolist()
+
+
+@dataclass
+class Choice:
+    """How one task is answered: a method and its members' weights (trial number -> weight)."""
+    method: str
+    weights: dict[int, float]
+    val: float
+
+    def describe(self) -> str:
+        if len(self.weights) == 1:
+            return f"{self.method} (trial {next(iter(self.weights))})"
+        parts = ", ".join(f"t{n}x{w:g}" for n, w in sorted(self.weights.items()))
+        return f"{self.method} ({parts})"
+
+    def combine(self, task: Task, outputs_by_member: dict[int, dict]) -> torch.Tensor:
+        nums = list(self.weights)
+        return average(task, [outputs_by_member[n][task.name] for n in nums], [self.weights[n] for n in nums])
+
+
+def choose(task: Task, candidates: list, routed: int, val_out: dict[int, dict], targets, mask) -> dict[str, Choice]:
+    """Routing, averaging and greedy for one task, each scored on val; key 'chosen' holds the best of them
+    (ties go to the simpler method, in that order). `candidates` are trial numbers."""
+    def val_score(weights: dict[int, float]) -> float:
+        out = Choice("", weights, 0.0).combine(task, val_out)
+        return point(task, sample_stats(task, out, targets, mask))
+
+    counts = greedy_select(task, [val_out[n][task.name] for n in candidates], targets, mask)
+    options = {"routing": {routed: 1.0}, "averaging": {n: 1.0 for n in candidates},
+               "greedy": {n: float(c) for n, c in zip(candidates, counts) if c}}
+    out = {name: Choice(name, w, val_score(w)) for name, w in options.items()}
+    chosen = out["routing"]
+    for name in ("averaging", "greedy"):
+        if task.better(out[name].val, chosen.val):
+            chosen = out[name]
+    out["chosen"] = chosen
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# member outputs: val from what training saved, test by inference; neither reads a label
+# ------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def predict_split(ckpt: dict, manifest, split: str, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """A checkpoint's outputs on every image of a split, in manifest order (images only: no labels read)."""
     model, cfg, _ = model_from_checkpoint(ckpt)
-    ds = MultiTaskDataset(manifest, split, cfg.image_size)
+    images = cached_images(manifest.image_paths(split), cfg.image_size)
+    tf = build_transform(train=False, augment=False)
     outs: dict[str, list] = {}
-    for x, _, _ in DataLoader(ds, batch_size):
-        for k, v in model(x).items():
+    for i in range(0, len(images), batch_size):
+        for k, v in model(tf(images[i:i + batch_size])).items():
             outs.setdefault(k, []).append(v)
     return {k: torch.cat(v) for k, v in outs.items()}
 
 
-def score(tasks: list[Task], outputs: dict, manifest, split: str) -> dict[str, float]:
-    targets, masks = manifest.targets(split)
-    m = TaskMetrics(tasks)
-    m.update(outputs, {k: torch.from_numpy(v) for k, v in targets.items()},
-             {k: torch.from_numpy(v) for k, v in masks.items()})
-    return m.compute()
-
-
 class CheckpointCache:
-    """Test-split outputs per (run, checkpoint file), each checkpoint downloaded and run once."""
+    """Per-split outputs per (run, checkpoint file), each checkpoint downloaded and run at most once."""
 
     def __init__(self, client, manifest, split: str):
         self.client, self.manifest, self.split = client, manifest, split
@@ -87,13 +151,30 @@ class CheckpointCache:
             self.index[run_id] = json.loads(Path(path).read_text())
         return self.index[run_id]["best"][task]["file"]
 
+    def _saved_val(self, run_id: str, task: str) -> torch.Tensor | None:
+        """The val outputs training kept for the task's best epoch, if they match this manifest's val split."""
+        if self.split != "val":
+            return None
+        key = (run_id, VAL_OUTPUTS)
+        if key not in self.outputs:
+            try:
+                local = self.client.download_artifacts(run_id, f"checkpoints/{VAL_OUTPUTS}")
+                saved = torch.load(local, map_location="cpu", weights_only=True)
+            except Exception:  # older runs have none: fall back to inference
+                saved = {}
+            same = saved.get("images") == [str(p) for p in self.manifest.rows("val")["image"]]
+            self.outputs[key] = saved.get("outputs", {}) if same else {}
+        return self.outputs[key].get(task)
+
     def task_output(self, run_id: str, task: str) -> torch.Tensor:
         """The run's best-epoch checkpoint for `task`, its output for `task`."""
+        saved = self._saved_val(run_id, task)
+        if saved is not None:
+            return saved
         key = (run_id, self.best_file(run_id, task))
         if key not in self.outputs:
             local = self.client.download_artifacts(run_id, f"checkpoints/{key[1]}")
-            ckpt = load_checkpoint(local)
-            self.outputs[key] = predict_split(ckpt, self.manifest, self.split)
+            self.outputs[key] = predict_split(load_checkpoint(local), self.manifest, self.split)
         return self.outputs[key][task]
 
     def member(self, run_id: str, tasks: list[Task]) -> dict[str, torch.Tensor]:
@@ -101,7 +182,7 @@ class CheckpointCache:
 
 
 def baseline_members(study, manifest) -> list[tuple[str, str]]:
-    """(label, run id) of the fgo_rounds trials when that study was run on the same manifest."""
+    """(round name, run id) of the fgo_rounds trials when that study was run on the same manifest."""
     from mtl.pareto import open_existing
     if study.name == BASELINE_STUDY or not (Path("experiments") / f"{BASELINE_STUDY}.py").is_file():
         return []
@@ -111,59 +192,153 @@ def baseline_members(study, manifest) -> list[tuple[str, str]]:
         return []
     if Path(base.manifest).resolve() != Path(study.manifest).resolve():
         return []
-    return [(f"{BASELINE_STUDY}:{t.params.get('round', t.number)}", t.user_attrs["mlflow_run_id"]) for t in done]
+    return [(str(t.params.get("round", f"trial-{t.number}")), t.user_attrs["mlflow_run_id"]) for t in done]
+
+
+# ------------------------------------------------------------------------------------------------
+def select_on_val(tasks, manifest, cache, front, best, values_of, top_k: int) -> dict[str, dict[str, Choice]]:
+    """Every selection step: candidates, routing, averaging, greedy and the choice, from val alone."""
+    targets, masks = manifest.targets("val")
+    val_out = {m.number: cache.member(m.run_id, tasks) for m in front}
+    choices = {}
+    for i, t in enumerate(tasks):
+        ranked = sorted(front, key=lambda m: values_of(m)[i], reverse=t.direction == "maximize")
+        candidates = [m.number for m in (ranked[:top_k] if top_k else ranked)]
+        choices[t.name] = choose(t, candidates, best[t.name].number, val_out, targets[t.name], masks[t.name])
+    return choices
+
+
+@dataclass
+class Final:
+    """The test-split scores of every model, with intervals, and the paired comparisons the report makes."""
+    rows: dict[str, dict[str, Score]]  # model -> task -> score
+    comparisons: dict[str, list[tuple[str, Score, str]]]  # task -> (what, a - b, verdict)
+    n_groups: int
+    n_images: int
+
+
+def final_scores(tasks, manifest, outputs: dict[str, dict[str, torch.Tensor]], rounds: list[str]) -> Final:
+    """The one place the test labels are read: score every model and make the paired comparisons."""
+    targets, masks = manifest.targets("test")
+    boot = GroupBootstrap(manifest.groups("test"))
+    outputs = {"best constant": {t.name: best_constant(t, targets[t.name], masks[t.name]) for t in tasks}, **outputs}
+    stats = {name: {t.name: sample_stats(t, out[t.name], targets[t.name], masks[t.name]) for t in tasks}
+             for name, out in outputs.items()}
+    rows = {name: {t.name: boot.interval(t, st[t.name]) for t in tasks} for name, st in stats.items()}
+    comparisons = {}
+    for t in tasks:
+        pairs = [("tuned best - best constant", "routing", "best constant")]
+        pairs += [(f"tuned best - {r}", "routing", r) for r in rounds]
+        pairs += [("chosen ensemble - tuned best", "chosen on val", "routing")]
+        comparisons[t.name] = []
+        for what, a, b in pairs:
+            d = boot.paired(t, stats[a][t.name], stats[b][t.name])
+            comparisons[t.name].append((what, d, verdict(t, d)))
+    return Final(rows, comparisons, boot.n_groups, len(manifest.rows("test")))
 
 
 def main(args) -> int:
-    from mtl.pareto import select
+    from mtl.pareto import find_parent, select
     study, s, front, best, _ = select(args.study, args.storage)
     manifest = load_manifest(study.manifest, check_images=True)
     tasks = [manifest.task(n) for n in study.objectives]
     client = tracking.get_client()
-    cache = CheckpointCache(client, manifest, "test")
-    rows: dict[str, dict] = {}
+    values = {m.number: m.values for m in front}
+    choices = select_on_val(tasks, manifest, CheckpointCache(client, manifest, "val"), front, best,
+                            lambda m: values[m.number], args.top_k)
 
-    members = {m.number: cache.member(m.run_id, tasks) for m in front}
-    rows["routing"] = score(tasks, route(tasks, members, {k: m.number for k, m in best.items()}), manifest, "test")
-    averaged = {}
-    for i, t in enumerate(tasks):
-        ranked = sorted(front, key=lambda m: m.values[i], reverse=t.direction == "maximize")
-        chosen = ranked[:args.top_k] if args.top_k else ranked
-        averaged[t.name] = average(t, [members[m.number][t.name] for m in chosen])
-    label = f"averaging (top-{args.top_k})" if args.top_k else f"averaging ({len(front)} members)"
-    rows[label] = score(tasks, averaged, manifest, "test")
-    for m in front:
-        rows[f"trial-{m.number}"] = score(tasks, members[m.number], manifest, "test")
-    for name, run_id in baseline_members(study, manifest):
-        rows[name] = score(tasks, cache.member(run_id, tasks), manifest, "test")
+    test = CheckpointCache(client, manifest, "test")
+    members = {m.number: test.member(m.run_id, tasks) for m in front}
+    outputs = {name: {t.name: choices[t.name][name].combine(t, members) for t in tasks}
+               for name in ("routing", "averaging", "greedy", "chosen")}
+    outputs["chosen on val"] = outputs.pop("chosen")
+    outputs.update({f"trial-{n}": out for n, out in members.items()})
+    rounds = baseline_members(study, manifest)
+    outputs.update({name: test.member(run_id, tasks) for name, run_id in rounds})
+    final = final_scores(tasks, manifest, outputs, [name for name, _ in rounds])
 
-    table = pd.DataFrame({name: {f"test/{t.metric_key}": r[t.metric_key] for t in tasks} for name, r in rows.items()}).T
     out = Path("reports") / study.name
     out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({name: {f"test/{t.metric_key}": r[t.name].value for t in tasks}
+                          for name, r in final.rows.items()}).T
+    for t in tasks:
+        table[f"test/{t.metric_key}_lo"] = [final.rows[n][t.name].lo for n in table.index]
+        table[f"test/{t.metric_key}_hi"] = [final.rows[n][t.name].hi for n in table.index]
     table.to_csv(out / "ensemble_test.csv", index_label="model")
-    (out / "ensemble_test.md").write_text(to_markdown(table, tasks))
-    print(to_markdown(table, tasks))
+    md = to_markdown(final, tasks, choices)
+    (out / "ensemble_test.md").write_text(md)
+    report = write_report(out / "report.md", study, manifest, tasks, final, choices, [n for n, _ in rounds])
+    print(md)
 
     exp = tracking.ensure_experiment(client, study.name)
     with tracking.RunLogger(client, exp, "ensemble", tags={"mtl.role": "ensemble", "mtl.study": study.name}) as run:
         run.log_params({"members": ",".join(str(m.number) for m in front), "top_k": args.top_k or "all",
-                        "routing": ",".join(f"{k}:{m.number}" for k, m in best.items())})
-        run.log_metrics({f"test/{k}": v for k, v in rows["routing"].items()})
-        run.log_metrics({f"averaging/test/{k}": v for k, v in rows[label].items()})
-        run.log_artifact(out / "ensemble_test.md")
-        run.log_artifact(out / "ensemble_test.csv")
-    print(f"\nsaved {out / 'ensemble_test.md'} and .csv; MLflow run 'ensemble' {run.run_id}")
+                        "routing": ",".join(f"{k}:{m.number}" for k, m in best.items()),
+                        **{f"chosen.{t.name}": choices[t.name]["chosen"].describe() for t in tasks}})
+        chosen = final.rows["chosen on val"]
+        run.log_metrics({f"test/{t.metric_key}": chosen[t.name].value for t in tasks}
+                        | {f"test/{t.metric_key}_{e}": getattr(chosen[t.name], e) for t in tasks for e in ("lo", "hi")}
+                        | {f"val/{t.metric_key}": choices[t.name]["chosen"].val for t in tasks})
+        for f in ("ensemble_test.md", "ensemble_test.csv", "report.md"):
+            run.log_artifact(out / f)
+    parent = find_parent(client, study.name)
+    if parent:
+        client.log_artifact(parent, str(report), "report")
+    print(f"\nreport: {report}; table: {out / 'ensemble_test.md'} and .csv; MLflow run 'ensemble' {run.run_id}")
     return 0
 
 
-def to_markdown(table: pd.DataFrame, tasks: list[Task]) -> str:
-    """Markdown table; the best value of each column in bold."""
-    cols = list(table.columns)
-    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+# ------------------------------------------------------------------------------------------------
+# tables and the report
+# ------------------------------------------------------------------------------------------------
+def to_markdown(final: Final, tasks: list[Task], choices: dict) -> str:
+    """Test score [95 % interval] of every model; the best point estimate of each column in bold."""
+    cols = [t.name for t in tasks]
+    lines = [f"Test split: {final.n_groups} groups, {final.n_images} images; score [95 % group-bootstrap interval].",
+             "", "| model | " + " | ".join(f"{t.name} {t.primary_metric}" for t in tasks) + " |",
+             "|---|" + "---:|" * len(cols)]
     best = {}
-    for c, t in zip(cols, tasks):
-        best[c] = table[c].min() if t.direction == "minimize" else table[c].max()
-    for name, row in table.iterrows():
-        cells = [f"**{row[c]:.3f}**" if row[c] == best[c] else f"{row[c]:.3f}" for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for t in tasks:
+        vals = [r[t.name].value for r in final.rows.values()]
+        best[t.name] = np.nanmin(vals) if t.direction == "minimize" else np.nanmax(vals)
+    for name, row in final.rows.items():
+        label = name if name != "averaging" else f"averaging ({len(choices[tasks[0].name]['averaging'].weights)})"
+        cells = [f"**{row[c]}**" if row[c].value == best[c] else str(row[c]) for c in cols]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "chosen on val: " + "; ".join(f"{t.name} {choices[t.name]['chosen'].describe()}" for t in tasks)]
     return "\n".join(lines) + "\n"
+
+
+def _sentence(task: Task, comps: list[tuple[str, Score, str]]) -> str:
+    said = []
+    for what, d, v in comps:
+        a, b = what.split(" - ")
+        word = {"better": "beats", "worse": "is worse than", "no clear difference": "is not clearly different from"}[v]
+        said.append(f"the {a} {word} the {b} ({d.signed()})")
+    return "; ".join(said) + "."
+
+
+def write_report(path: Path, study, manifest, tasks: list[Task], final: Final, choices: dict, rounds: list[str]) -> Path:
+    """`reports/<study>/report.md`: per task the best constant, the rounds, the tuned best and the chosen
+    ensemble on test with intervals, the paired differences, and a sentence on what holds."""
+    order = ["best constant", *rounds, "routing", "chosen on val"]
+    names = {"routing": "tuned best (val-selected trial)", "chosen on val": "chosen ensemble (on val)"}
+    lines = [f"# {study.name}: what holds on the test split", "",
+             f"Manifest `{manifest.path}`; test split: {final.n_groups} groups, {final.n_images} images, read once, "
+             f"after every selection step used val only. Scores are point estimates with 95 % group-bootstrap "
+             f"intervals (groups resampled, 2000 resamples); differences are paired on the same resamples, and "
+             f"a difference counts as a win only when its interval excludes 0.", "",
+             "| task | " + " | ".join(names.get(n, n) for n in order) + " |", "|---|" + "---:|" * len(order)]
+    for t in tasks:
+        lines.append(f"| {t.name} ({t.primary_metric}) | " + " | ".join(str(final.rows[n][t.name]) for n in order) + " |")
+    for t in tasks:
+        c = choices[t.name]
+        lines += ["", f"## {t.name} ({t.primary_metric}, {'lower' if t.direction == 'minimize' else 'higher'} is better)",
+                  "", f"Tuned best: {c['routing'].describe()} (val {c['routing'].val:.3f}); chosen ensemble: "
+                  f"{c['chosen'].describe()} (val {c['chosen'].val:.3f}; averaging {c['averaging'].val:.3f}, "
+                  f"greedy {c['greedy'].val:.3f}).", "", "| comparison (a - b) | difference [95 % CI] | verdict |",
+                  "|---|---:|---|"]
+        lines += [f"| {what} | {d.signed()} | {v} |" for what, d, v in final.comparisons[t.name]]
+        lines += ["", "On test, " + _sentence(t, final.comparisons[t.name])]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -88,13 +88,22 @@ def select(name: str, storage: str | None = None):
     client = tracking.get_client()
     for m in members:  # the scores Optuna holds are the ones MLflow shows
         logged = client.get_run(m.run_id).data.metrics
-        for task, v in zip(study.objectives, m.values):
-            key = next((k for k in logged if k.startswith(f"best_val/{task}/")), None)
-            if key is None or not math.isclose(logged[key], v, rel_tol=1e-6, abs_tol=1e-9):
+        for task, name, v in zip(study.objectives, s.metric_names, m.values):
+            key = f"best_{name}"  # val/<task>/<metric> -> best_val/<task>/<metric>
+            if key not in logged or not math.isclose(logged[key], v, rel_tol=1e-6, abs_tol=1e-9):
                 raise UserError(f"trial {m.number}: MLflow run {m.run_id} does not hold the score Optuna has "
                                 f"for '{task}' ({v}); is MLFLOW_TRACKING_URI the store the study used?")
     best = {task: members[i] for task, i in zip(study.objectives, best_per_task(values, dirs))}
     return study, s, [members[i] for i in front_idx], best, members
+
+
+def find_parent(client, study_name: str) -> str | None:
+    """Run id of the study's parent run, if the study has been tuned in this MLflow store."""
+    exp = client.get_experiment_by_name(study_name)
+    if exp is None:
+        return None
+    found = client.search_runs([exp.experiment_id], f"tags.`{ROLE_TAG}` = 'parent'", max_results=1)
+    return found[0].info.run_id if found else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,14 +213,20 @@ def main(args) -> int:
     for task, m in best.items():
         best_for.setdefault(m.number, []).append(task)
     metric_keys = [name for name in s.metric_names]
-    head = f"{'trial':>6}  {'run':<10}" + "".join(f"{k.split('/')[1][:14]:>15}" for k in metric_keys) + "  best for"
-    print(head)
+    attrs = {t.number: t.user_attrs for t in s.trials}
+    width = 24
+    print(f"{'trial':>6}  {'run':<10}" + "".join(f"{k.split('/')[1][:width - 2]:>{width}}" for k in metric_keys)
+          + "  best for")
     for m in members:
         if m.number not in front_ids:
             continue
-        print(f"{m.number:>6}  {m.run_id[:8]:<10}" + "".join(f"{v:>15.3f}" for v in m.values)
-              + "  " + ",".join(best_for.get(m.number, [])))
-    print(f"{len(front)} Pareto member(s) of {len(members)} completed trial(s)")
+        cells = ""
+        for task, v in zip(study.objectives, m.values):
+            lo, hi = attrs[m.number].get(f"ci.{task}", (math.nan, math.nan))
+            cells += f"{v:.3f} [{lo:.2f},{hi:.2f}]".rjust(width)
+        print(f"{m.number:>6}  {m.run_id[:8]:<10}{cells}  " + ",".join(best_for.get(m.number, [])))
+    print(f"{len(front)} Pareto member(s) of {len(members)} completed trial(s); val score [95 % group-bootstrap "
+          f"interval]. Intervals that overlap say the members' difference on that task may be luck.")
     for m in members:
         client.set_tag(m.run_id, "pareto", str(m.number in front_ids).lower())
         client.set_tag(m.run_id, "best_for", ",".join(best_for.get(m.number, [])))
@@ -222,10 +237,9 @@ def main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plot_front(out / "pareto_front.png", study.objectives, members, front)
     plot_curves(out / "val_curves.png", client, metric_keys, front)
-    parent = client.search_runs([client.get_experiment_by_name(study.name).experiment_id],
-                                f"tags.`{ROLE_TAG}` = 'parent'", max_results=1)
+    parent = find_parent(client, study.name)
     if parent:
         for f in ("pareto_front.png", "val_curves.png"):
-            client.log_artifact(parent[0].info.run_id, str(out / f), "pareto")
+            client.log_artifact(parent, str(out / f), "pareto")
     print(f"plots: {out / 'pareto_front.png'}, {out / 'val_curves.png'}")
     return 0

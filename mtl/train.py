@@ -28,6 +28,9 @@ from mtl.metrics import TaskMetrics
 from mtl.model import HydraNet, freeze_all_but
 from mtl.tasks import Task
 
+CHECKPOINT_KEYS = ("model", "config", "tasks")
+VAL_OUTPUTS = "val_outputs.pt"  # beside the checkpoints: each task's val outputs at its best epoch
+
 
 @dataclass
 class TrainConfig:
@@ -47,7 +50,7 @@ class TrainConfig:
     lr_heads: float = 1e-3
     weight_decay: float = 1e-4
     scheduler: str = "cosine"  # cosine | none
-    epochs: int = 10
+    epochs: int = 15
     batch_size: int = 32
     augment: bool = True
     patience: int = 0  # stop after this many epochs without a better mean per-task val score (0 = off)
@@ -167,21 +170,28 @@ def train_one_epoch(model, weighting, optimizer, loader, device, cfg: TrainConfi
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, tasks: list[Task], cfg: TrainConfig) -> dict[str, float]:
-    """Metrics ({'<task>/<metric>'}) and mean losses ({'<task>/loss'}) over a split."""
+def evaluate(model, loader, device, tasks: list[Task], cfg: TrainConfig, keep: dict | None = None) -> dict[str, float]:
+    """Metrics ({'<task>/<metric>'}) and mean losses ({'<task>/loss'}) over a split. With `keep`, the
+    per-sample outputs are stored in it (task -> CPU tensor, split order) for intervals and ensembles."""
     model.eval()
     metrics = TaskMetrics(tasks)
     sums = {t.name: 0.0 for t in tasks}
     counts = {t.name: 0 for t in tasks}
+    kept: dict[str, list] = {t.name: [] for t in tasks}
     for batch in loader:
         x, targets, masks = to_device(batch, device)
         with autocast(device, cfg.amp):
             outputs = model(x)
         metrics.update(outputs, targets, masks)
+        if keep is not None:
+            for t in tasks:
+                kept[t.name].append(outputs[t.name].detach().float().cpu())
         for name, loss in task_losses(tasks, outputs, targets, masks, cfg.regression_loss).items():
             n = int(masks[name].sum())
             sums[name] += float(loss) * n
             counts[name] += n
+    if keep is not None:
+        keep.update({k: torch.cat(v) for k, v in kept.items()})
     out = metrics.compute()
     out.update({f"{k}/loss": sums[k] / counts[k] if counts[k] else math.nan for k in sums})
     return out
@@ -223,6 +233,7 @@ class FitResult:
     best: dict[str, dict]  # task -> {"epoch", "score"}
     checkpoint_dir: Path | None
     stopped_early: bool = False
+    val_outputs: dict = field(default_factory=dict)  # task -> val outputs at that task's best epoch
 
 
 def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_epoch=None,
@@ -248,7 +259,7 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
                  if cfg.scheduler == "cosine" else None)
     train_loader, val_loader = make_loaders(cfg, manifest, device)
 
-    history, best, states = [], {}, {}
+    history, best, states, best_outputs = [], {}, {}, {}
     best_mean, since_best, stopped = -math.inf, 0, False
     for epoch in range(1, cfg.epochs + 1):
         weights_used = weighting.weights()
@@ -256,13 +267,15 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
         weighting.end_epoch(train_losses)
         if scheduler:
             scheduler.step()
-        val = evaluate(model, val_loader, device, tasks, cfg)
+        val_outputs: dict = {}
+        val = evaluate(model, val_loader, device, tasks, cfg, keep=val_outputs)
         row = {"epoch": epoch, **{f"train/{k}/loss": v for k, v in train_losses.items()},
                **{f"val/{k}": v for k, v in val.items()}, **{f"weight/{k}": v for k, v in weights_used.items()}}
         for t in tasks:
             score = val.get(t.metric_key, math.nan)
             if t.name not in best or t.better(score, best[t.name]["score"]):
                 best[t.name] = {"epoch": epoch, "score": score}
+                best_outputs[t.name] = val_outputs[t.name]
                 states[epoch] = states.get(epoch) or _cpu_state(model)
         states = {e: s for e, s in states.items() if e in {b["epoch"] for b in best.values()}}
         history.append(row)
@@ -279,7 +292,9 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
     ckpt_dir = None
     if out_dir is not None:
         ckpt_dir = save_checkpoints(Path(out_dir), cfg, tasks, states, best, _cpu_state(model), history[-1]["epoch"])
-    return FitResult(history, best, ckpt_dir, stopped)
+        torch.save({"split": "val", "images": [str(p) for p in manifest.rows("val")["image"]],
+                    "outputs": best_outputs}, ckpt_dir / VAL_OUTPUTS)
+    return FitResult(history, best, ckpt_dir, stopped, best_outputs)
 
 
 def _cpu_state(model) -> dict:
@@ -298,9 +313,6 @@ def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_s
              "last": {"epoch": last_epoch, "file": f"epoch-{last_epoch}.pt"}}
     (out_dir / "index.json").write_text(json.dumps(index, indent=2))
     return out_dir
-
-
-CHECKPOINT_KEYS = ("model", "config", "tasks")
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from mtl import tracking
+from mtl.bootstrap import split_intervals
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.train import DivergedError, TrainConfig, fit
@@ -244,7 +245,12 @@ class Objective:
                     raise
                 run.log_artifacts(result.checkpoint_dir, "checkpoints")
             values = tuple(result.best[t.name]["score"] for t in self.tasks)
+            ci = split_intervals(self.tasks, result.val_outputs, self.manifest, "val")
+            for name, score in ci.items():
+                trial.set_user_attr(f"ci.{name}", [score.lo, score.hi])
             run.log_metrics({f"best_val/{t.metric_key}": v for t, v in zip(self.tasks, values)}
+                            | {f"best_val/{t.metric_key}_{e}": getattr(ci[t.name], e) for t in self.tasks
+                               for e in ("lo", "hi")}
                             | {f"best_epoch/{t.name}": result.best[t.name]["epoch"] for t in self.tasks}
                             | {"trial_seconds": time.perf_counter() - t0, "epochs_run": len(result.history)})
             run.set_tags({"stopped_early": str(result.stopped_early).lower()})
@@ -380,9 +386,12 @@ def main(args) -> int:
 
 
 def summary_table(s: optuna.Study, tasks) -> str:
+    """Every trial's per-task val score with its 95 % group-bootstrap interval; Pareto members and each
+    task's best marked."""
     complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
     pareto = {t.number for t in s.best_trials} if complete else set()
-    head = f"{'trial':>6} {'state':<9}" + "".join(f"{t.name[:14]:>15}" for t in tasks) + "  pareto"
+    width = 24
+    head = f"{'trial':>6} {'state':<9}" + "".join(f"{t.name[:width - 2]:>{width}}" for t in tasks) + "  pareto"
     lines = [head]
     best = {}
     for i, task in enumerate(tasks):
@@ -390,8 +399,14 @@ def summary_table(s: optuna.Study, tasks) -> str:
         if vals:
             best[task.name] = (min if task.direction == "minimize" else max)(vals)[1]
     for t in s.trials:
-        cells = "".join(f"{t.values[i]:>14.3f}{'^' if best.get(task.name) == t.number else ' '}"
-                        if t.values else f"{'-':>15}" for i, task in enumerate(tasks))
+        cells = ""
+        for i, task in enumerate(tasks):
+            if not t.values:
+                cells += f"{'-':>{width}}"
+                continue
+            lo, hi = t.user_attrs.get(f"ci.{task.name}", (math.nan, math.nan))
+            mark = "^" if best.get(task.name) == t.number else " "
+            cells += f"{t.values[i]:.3f} [{lo:.2f},{hi:.2f}]{mark}".rjust(width)
         lines.append(f"{t.number:>6} {t.state.name:<9}{cells}  {'*' if t.number in pareto else ''}")
-    lines.append("(* Pareto member, ^ best for that task)")
+    lines.append("(val score [95 % group-bootstrap interval]; * Pareto member, ^ best for that task)")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ def make_set(root: Path, kind: str = "fgo", size: int = 32, **kw) -> Path:
 
 @pytest.fixture(scope="session")
 def fgo_small(tmp_path_factory) -> Path:
-    return make_set(tmp_path_factory.mktemp("fgo"), "fgo", n_chars=14, per_char=4)
+    return make_set(tmp_path_factory.mktemp("fgo"), "fgo", n_chars=24, per_char=3)
 
 
 @pytest.fixture(scope="session")

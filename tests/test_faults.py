@@ -9,9 +9,9 @@ import sys
 import time
 
 import mlflow
+import optuna
 import pytest
 
-import optuna
 from mtl.__main__ import main
 from tests.test_tune import STUDY
 

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from PIL import Image
 
-import optuna
 from mtl.__main__ import main
 from mtl.data.dataset import decode
 from mtl.data.images import BACKGROUND

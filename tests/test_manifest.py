@@ -178,12 +178,16 @@ def test_committed_manifests_are_valid_and_grouped():
         m, problems = read_manifest(f"data_manifests/{name}.csv")
         assert problems == []
         assert validate(m, check_images=False) == []
-        frac = m.table["split"].value_counts(normalize=True)
-        assert abs(frac["train"] - 0.7) < 0.05 and abs(frac["test"] - 0.15) < 0.05
+        for split in ("val", "test"):  # enough groups for a score to mean something
+            assert m.rows(split)["group"].nunique() >= 40 and len(m.rows(split)) >= 160
     m = load_manifest("data_manifests/fgo_synth.csv")
-    missing = (m.table["alignment"] == "").mean()
-    assert 0.06 < missing < 0.14  # ~10 % partial labels
-    assert 0.02 < (m.table["region"] == "").mean() < 0.08
+    tasks = [t.name for t in m.tasks]
+    assert 0.05 <= (m.table[tasks] == "").to_numpy().mean() <= 0.10  # partial labels
+    assert 0.08 < (m.table["alignment"] == "").mean() < 0.16
+    for t in m.tasks:
+        if t.kind in ("binary", "multiclass"):
+            counts = m.table.drop_duplicates("group")[t.name].value_counts()
+            assert counts.max() - counts.min() <= 1  # balanced over characters
 
 
 def test_assign_splits_never_splits_a_group():

@@ -10,7 +10,7 @@ import torch
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.losses import make_weighting, task_losses
-from mtl.metrics import TaskMetrics, majority_baseline
+from mtl.metrics import TaskMetrics
 from mtl.model import HydraNet, freeze, freeze_all_but
 from mtl.tasks import Task
 from mtl.train import TrainConfig, fit
@@ -112,12 +112,6 @@ def test_metrics_skip_missing_and_match_reference():
     empty = TaskMetrics(tasks)
     empty.update(out, tgt, {k: torch.zeros(3, dtype=torch.bool) for k in mask})
     assert math.isnan(empty.compute()["race/acc"])
-
-
-def test_majority_baseline():
-    t = KINDS[1]
-    assert majority_baseline(t, torch.tensor([1, 1, 2]), torch.ones(3, dtype=torch.bool),
-                             torch.tensor([1, 0, 1, 1]), torch.ones(4, dtype=torch.bool)) == 0.75
 
 
 @pytest.mark.parametrize("n_tasks", [1, 3, 8])

@@ -6,10 +6,10 @@ import random
 from pathlib import Path
 
 import mlflow
+import optuna
 import pytest
 import torch
 
-import optuna
 from mtl.__main__ import main
 from mtl.ensemble import average, route
 from mtl.pareto import best_per_task, dominates, pareto_front
@@ -170,3 +170,51 @@ def test_tampered_checkpoints_give_one_line(tiny_study, capsys, monkeypatch):
     finally:
         for f, data in saved.items():
             f.write_bytes(data)
+
+
+def test_no_test_label_is_read_before_the_final_scoring(tiny_study, capsys, monkeypatch):
+    """Every label read of `make ensemble`, in order: val for selection, then test exactly once, last."""
+    from mtl.data.manifest import Manifest
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
+    monkeypatch.chdir(tiny_study)
+    assert main(["pareto", "tiny"]) == 0
+    reads = []
+    real = Manifest.targets
+
+    def spy(self, split):
+        reads.append(split)
+        return real(self, split)
+
+    monkeypatch.setattr(Manifest, "targets", spy)
+    assert main(["ensemble", "tiny"]) == 0
+    assert reads.count("test") == 1 and reads[-1] == "test", reads
+    assert "val" in reads
+    report = (tiny_study / "reports/tiny/report.md").read_text()
+    assert "tuned best - best constant" in report and "chosen ensemble - tuned best" in report
+    assert "[" in report.split("| gender (acc) |")[1].splitlines()[0]  # scores carry intervals
+    client = mlflow.MlflowClient()
+    parent = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'parent'",
+                                output_format="list")[0]
+    assert "report/report.md" in [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
+
+
+def test_confirm_logs_seeds_runs_per_config(tiny_study, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
+    monkeypatch.chdir(tiny_study)
+    assert main(["confirm", "tiny", "--seeds", "2", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    runs = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'confirm'",
+                              output_format="list")
+    configs = {r.data.tags["mtl.confirm_of"] for r in runs}
+    assert configs and all(c.startswith("trial-") for c in configs)
+    for c in configs:
+        mine = [r for r in runs if r.data.tags["mtl.confirm_of"] == c]
+        assert sorted(r.data.tags["seed"] for r in mine) == ["10000", "10001"]
+        assert all(r.info.status == "FINISHED" and "test/gender/acc" in r.data.metrics for r in mine)
+    assert "±" in out and (tiny_study / "reports/tiny/confirm.md").is_file()
+    assert main(["confirm", "tiny", "--seeds", "2", "--epochs", "1"]) == 0  # resumes: nothing re-trained
+    again = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'confirm'",
+                               output_format="list")
+    assert len(again) == len(runs)

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import mlflow
+import optuna
 import pytest
 
-import optuna
 from tests.servers import mlflow_server, postgres
 from tests.test_tune import STUDY
 

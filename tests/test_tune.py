@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import optuna
 import pytest
 
-import optuna
 from mtl.__main__ import main
 
 STUDY = '''

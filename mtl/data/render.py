@@ -2,8 +2,9 @@
 
 Every image is a pure function of its row (labels + a seed hashed from its path), so `make data`
 writes the same bytes every run. Labels leave visible but noisy evidence, with difficulty spread
-as on the real art: gender is drawn boldly, alignment only through a small chest emblem (law axis)
-and the figure's brightness and aura (moral axis; evil characters are drawn darker, as in FGO).
+as on the real art: gender is drawn boldly, alignment only through a chest badge (law axis: square,
+ring or star) and the figure's brightness and aura (moral axis; evil characters are drawn darker,
+with a dark aura, as in FGO). Single-label classes are balanced over characters.
 Renderings of one character vary pose, scale, background and weapon placement.
 """
 
@@ -60,11 +61,12 @@ def draw_fgo(labels: dict, rng: np.random.Generator) -> Image.Image:
     align = labels["alignment"]
     law, moral = align[0], align[1]
     # moral axis: evil darker (noisy factor), good brighter
-    light = {"G": 1.1, "N": 0.92, "E": 0.62}[moral] * float(rng.uniform(0.85, 1.12))
+    light = {"G": 1.06, "N": 0.96, "E": 0.8}[moral] * float(rng.uniform(0.92, 1.06))  # on skin only
     colors = labels["colors"]
-    main = [_shade(PALETTE[c], light) for c in colors]
+    # clothing keeps its palette colour (colour is a label), with a little dye noise
+    main = [_shade(PALETTE[c], float(rng.uniform(0.93, 1.05))) for c in colors]
     while len(main) < 3:
-        main.append(main[len(main) % len(colors)])
+        main.append(main[0])
 
     s = float(rng.uniform(0.72, 1.0))  # scale
     cx = CANVAS / 2 + float(rng.uniform(-14, 14))
@@ -73,30 +75,33 @@ def draw_fgo(labels: dict, rng: np.random.Generator) -> Image.Image:
     def P(x, y):  # character-local coordinates -> canvas
         return (cx + x * s, top + y * s)
 
-    if moral in "GE" and rng.random() < 0.85:  # aura: light halo for good, dark smoke for evil
-        aura = (250, 245, 200) if moral == "G" else (40, 10, 50)
-        r = 46 * s
-        d.ellipse([cx - r, top + 40 * s - r, cx + r, top + 40 * s + r], outline=aura, width=max(2, int(4 * s)))
+    if moral in "GE" and rng.random() < 0.9:  # aura: golden halo for good, dark smoke for evil
+        aura = (252, 236, 150) if moral == "G" else (45, 8, 55)
+        r = 48 * s
+        d.ellipse([cx - r, top + 40 * s - r, cx + r, top + 40 * s + r], outline=aura, width=max(3, int(5 * s)))
 
     skin = {"Asia": (238, 205, 170), "Egypt": (170, 120, 80), "Europe": (245, 215, 195),
             "Middle East": (205, 160, 120)}[labels["region"]]
-    skin = _shade(skin, float(rng.uniform(0.9, 1.08)))
+    skin = _shade(skin, light)
     hair = [(90, 55, 30), (230, 200, 120), (210, 120, 150), (150, 80, 40)][int(rng.integers(0, 4))]
     female = labels["gender"] == "Female"
 
     # gender is the bold cue (as on the real art): long, wide hair and a flared dress with narrow
     # shoulders, or short hair, broad square shoulders and legs
+    # colours: a cape behind the body in the second colour, body in the first, a broad sash, belt and
+    # legs/hem in the third (the first again when a character has two colours)
+    d.polygon([P(-24, 30), P(24, 30), P(38, 110), P(-38, 110)], fill=main[1])
     if female:
         d.polygon([P(-18, 8), P(18, 8), P(24, 66), P(-24, 66)], fill=hair)
         d.polygon([P(-9, 30), P(9, 30), P(34, 104), P(-34, 104)], fill=main[0])
+        d.polygon([P(-31, 96), P(31, 96), P(34, 104), P(-34, 104)], fill=main[2])
     else:
         d.rectangle([*P(-27, 30), *P(27, 42)], fill=main[0])
         d.polygon([P(-27, 40), P(27, 40), P(17, 98), P(-17, 98)], fill=main[0])
-        d.rectangle([*P(-15, 98), *P(-4, 114)], fill=main[1])
-        d.rectangle([*P(4, 98), *P(15, 114)], fill=main[1])
-    # cape/sash in the second colour, trim in the third
-    d.polygon([P(-12, 32), P(-2, 32), P(14, 80), P(4, 80)], fill=main[1])
-    d.rectangle([*P(-20, 84), *P(20, 90)], fill=main[2])
+        d.rectangle([*P(-15, 98), *P(-4, 114)], fill=main[2])
+        d.rectangle([*P(4, 98), *P(15, 114)], fill=main[2])
+    d.polygon([P(-16, 32), P(-3, 32), P(17, 80), P(4, 80)], fill=main[2])
+    d.rectangle([*P(-22, 82), *P(22, 90)], fill=main[2])
     # head
     d.ellipse([*P(-12, 4), *P(12, 30)], fill=skin)
     if not female:
@@ -157,20 +162,23 @@ def draw_fgo(labels: dict, rng: np.random.Generator) -> Image.Image:
             d.line([(sx - 3, sy), (sx + 3, sy)], fill=(255, 255, 200), width=2)
             d.line([(sx, sy - 3), (sx, sy + 3)], fill=(255, 255, 200), width=2)
 
-    # law axis: a small chest emblem (the hardest evidence), missing in ~20 % of renderings
-    if rng.random() < 0.8:
-        ex, ey = P(float(rng.uniform(-4, 4)), 48)
-        r = 5.5 * s
-        ink = (250, 250, 250) if light < 0.8 else (15, 15, 15)
+    # law axis: a chest emblem, a black square (lawful), ring (neutral) or star (chaotic) with a pale
+    # rim; missing in ~10 % of renderings. Still the subtlest cue: a few pixels at 64 px.
+    if rng.random() < 0.9:
+        ex, ey = P(float(rng.uniform(-3, 3)), 50)
+        r = 12.0 * s
+        ink, rim = (15, 15, 18), (235, 230, 215)
+        w = max(2, int(3 * s))
         if law == "L":
-            d.rectangle([ex - r, ey - r, ex + r, ey + r], outline=ink, width=2)
+            d.rectangle([ex - r * 0.8, ey - r * 0.8, ex + r * 0.8, ey + r * 0.8], fill=ink, outline=rim, width=w)
         elif law == "N":
-            d.ellipse([ex - r, ey - r, ex + r, ey + r], outline=ink, width=2)
+            d.ellipse([ex - r, ey - r, ex + r, ey + r], outline=rim, width=w * 2 + 2)
+            d.ellipse([ex - r + w, ey - r + w, ex + r - w, ey + r - w], outline=ink, width=w + 1)
         else:
             pts = [(ex + r * 1.3 * math.cos(k * math.pi / 5 - math.pi / 2) * (1 if k % 2 == 0 else 0.4),
                     ey + r * 1.3 * math.sin(k * math.pi / 5 - math.pi / 2) * (1 if k % 2 == 0 else 0.4))
                    for k in range(10)]
-            d.polygon(pts, fill=ink)
+            d.polygon(pts, fill=ink, outline=rim, width=w)
 
     # sensor-style noise
     arr = np.asarray(im, dtype=np.int16) + rng.normal(0, 6, (CANVAS, CANVAS, 3)).astype(np.int16)
@@ -267,7 +275,7 @@ def render_manifest(m: Manifest, style: str, size: int = 64) -> int:
 # generating the committed demo manifests (run once by developers: python -m mtl data make-manifests)
 # ------------------------------------------------------------------------------------------------
 def assign_splits(groups: list[str], seed: int = 0, fractions=(0.7, 0.15, 0.15)) -> dict[str, str]:
-    """Grouped 70/15/15 split: every group goes wholly to one split (deterministic for a seed)."""
+    """Grouped split (70/15/15 unless told): every group goes wholly to one split (deterministic for a seed)."""
     uniq = sorted(set(groups))
     order = np.random.default_rng(seed).permutation(len(uniq))
     n = len(uniq)
@@ -279,37 +287,50 @@ def assign_splits(groups: list[str], seed: int = 0, fractions=(0.7, 0.15, 0.15))
     return out
 
 
-def make_fgo_manifest(n_chars: int = 60, per_char: int = 10, seed: int = 7) -> tuple[pd.DataFrame, dict]:
+# share of each task's cells left empty (partial labels; ~7 % of all cells)
+FGO_MISSING = {"gender": 0.03, "region": 0.08, "fighting_style": 0.06, "alignment": 0.12, "colors": 0.05}
+
+
+def balanced(rng: np.random.Generator, classes: list[str], n: int) -> list[str]:
+    """n labels with every class as often as possible (counts differ by at most one), shuffled."""
+    return [classes[i % len(classes)] for i in rng.permutation(n)]
+
+
+def make_fgo_manifest(n_chars: int = 400, per_char: int = 3, seed: int = 7,
+                      fractions=(0.5, 0.25, 0.25)) -> tuple[pd.DataFrame, dict]:
+    """400 characters x 3 renderings, grouped 50/25/25: val and test hold 100 characters (300 images)
+    each, so one character moves a test score by 1 %, not 11 %. Single-label tasks are balanced."""
     rng = np.random.default_rng(seed)
+    cols = {k: balanced(rng, v[1], n_chars) for k, v in FGO_TASKS.items() if k != "colors"}
     chars = []
     for c in range(n_chars):
-        ch = {k: v[1][int(rng.integers(0, len(v[1])))] for k, v in FGO_TASKS.items() if k != "colors"}
+        ch = {k: v[c] for k, v in cols.items()}
         ncol = int(rng.integers(2, 4))
         ch["colors"] = [FGO_TASKS["colors"][1][i] for i in sorted(rng.choice(8, ncol, replace=False))]
         chars.append((f"servant_{c:03d}", ch))
-    splits = assign_splits([g for g, _ in chars], seed)
+    splits = assign_splits([g for g, _ in chars], seed, fractions)
     rows = []
     for g, ch in chars:
         for r in range(per_char):
             row = {"image": f"{splits[g]}/{g}_{r:02d}.png", "group": g, "split": splits[g]}
             for k, v in ch.items():
                 row[k] = MULTILABEL_SEP.join(v) if k == "colors" else v
-            # partial labels: ~10 % of alignment and ~5 % of region cells left empty (never the first
-            # rendering, so the renderer can always recover a character's true label)
-            if r > 0 and rng.random() < 0.11:
-                row["alignment"] = ""
-            if r > 0 and rng.random() < 0.055:
-                row["region"] = ""
+            # partial labels, never on the first rendering, so the renderer can always recover a
+            # character's true label; the rate is scaled up to hit FGO_MISSING over all renderings
+            for k, p in FGO_MISSING.items():
+                if r > 0 and rng.random() < p * per_char / (per_char - 1):
+                    row[k] = ""
             rows.append(row)
     spec = {"root": "../data/fgo_synth", "render": "fgo",
             "tasks": [{"name": k, "kind": kind, "classes": classes} for k, (kind, classes) in FGO_TASKS.items()]}
     return pd.DataFrame(rows), spec
 
 
-def make_utk_manifest(n_ids: int = 250, per_id: int = 4, seed: int = 11) -> tuple[pd.DataFrame, dict]:
+def make_utk_manifest(n_ids: int = 300, per_id: int = 4, seed: int = 11,
+                      fractions=(0.6, 0.2, 0.2)) -> tuple[pd.DataFrame, dict]:
     rng = np.random.default_rng(seed)
     ids = [f"person_{i:04d}" for i in range(n_ids)]
-    splits = assign_splits(ids, seed)
+    splits = assign_splits(ids, seed, fractions)  # 60 identities (240 images) in val and in test
     rows = []
     for g in ids:
         age0 = int(rng.integers(1, 91))

@@ -1,0 +1,131 @@
+"""Group-bootstrap confidence intervals for per-task scores and for paired differences between models.
+
+Renderings of one character (photos of one person) are not independent samples: resampling images
+would give intervals that are too narrow. We resample *groups* with replacement (the cluster
+bootstrap; Davison & Hinkley 1997, sec. 3.8; Field & Welsh 2007) and keep each group's images
+together. Every primary metric is a ratio of sums of per-sample statistics (acc = correct / labelled,
+micro-F1 = 2TP / (2TP + FP + FN), MAE = |error| / labelled), so a resample is a weighted sum of
+per-group statistics: B resamples of G groups cost one (B x G) @ (G x k) matrix product.
+
+A comparison is paired: both models are scored on the *same* resampled groups, and the interval is
+the percentile interval of the difference. A difference is called a win only when its interval
+excludes 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mtl.tasks import Task
+
+N_RESAMPLES = 2000
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Score:
+    """A point estimate with its percentile interval (a score, or a difference of two scores)."""
+    value: float
+    lo: float
+    hi: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
+
+    def signed(self) -> str:
+        return f"{self.value:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}]"
+
+    @property
+    def half_width(self) -> float:
+        return (self.hi - self.lo) / 2
+
+
+def sample_stats(task: Task, outputs, targets, mask) -> np.ndarray:
+    """Per-sample sufficient statistics of the task's primary metric, (N, k); unlabelled rows are 0.
+
+    Predictions follow the metrics' thresholds: logit > 0 (binary, multilabel), argmax (multiclass)."""
+    out = np.asarray(outputs, dtype=np.float64)
+    tgt = np.asarray(targets)
+    m = np.asarray(mask, dtype=bool)
+    if task.kind == "regression":
+        return np.stack([np.where(m, np.abs(out - tgt), 0.0), m.astype(np.float64)], axis=1)
+    if task.kind == "multilabel":
+        pred, pos = out > 0, tgt > 0.5
+        tp = (pred & pos).sum(1) * m
+        fp = (pred & ~pos).sum(1) * m
+        fn = (~pred & pos).sum(1) * m
+        return np.stack([tp, fp, fn], axis=1).astype(np.float64)
+    pred = out.argmax(-1) if task.kind == "multiclass" else (out > 0).astype(np.int64)
+    correct = (pred == tgt.astype(np.int64)) & m
+    return np.stack([correct, m], axis=1).astype(np.float64)
+
+
+def metric_from_sums(task: Task, sums: np.ndarray) -> np.ndarray:
+    """The primary metric from summed statistics (..., k); NaN where nothing was labelled."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if task.kind == "multilabel":
+            tp, fp, fn = sums[..., 0], sums[..., 1], sums[..., 2]
+            denom = 2 * tp + fp + fn
+            return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
+        return np.where(sums[..., 1] > 0, sums[..., 0] / np.where(sums[..., 1] > 0, sums[..., 1], 1), np.nan)
+
+
+def point(task: Task, stats: np.ndarray) -> float:
+    return float(metric_from_sums(task, stats.sum(0)))
+
+
+class GroupBootstrap:
+    """One set of group resamples of a split, shared by every model scored on it (so comparisons are paired)."""
+
+    def __init__(self, groups, n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = LEVEL):
+        keys, self.inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+        self.n_groups = len(keys)
+        rng = np.random.default_rng(seed)
+        # how often each group is drawn in each resample: G draws with replacement = multinomial counts
+        self.weights = rng.multinomial(self.n_groups, np.full(self.n_groups, 1.0 / self.n_groups),
+                                       size=n_resamples).astype(np.float64)
+        self.level = level
+
+    def _group_sums(self, stats: np.ndarray) -> np.ndarray:
+        sums = np.zeros((self.n_groups, stats.shape[1]))
+        np.add.at(sums, self.inverse, stats)
+        return sums
+
+    def replicates(self, task: Task, stats: np.ndarray) -> np.ndarray:
+        """The metric on every resample, (B,)."""
+        return metric_from_sums(task, self.weights @ self._group_sums(stats))
+
+    def _interval(self, value: float, reps: np.ndarray) -> Score:
+        a = (1 - self.level) / 2
+        reps = reps[np.isfinite(reps)]
+        if not math.isfinite(value) or len(reps) == 0:
+            return Score(value, math.nan, math.nan)
+        lo, hi = np.quantile(reps, [a, 1 - a])
+        return Score(value, float(lo), float(hi))
+
+    def interval(self, task: Task, stats: np.ndarray) -> Score:
+        return self._interval(point(task, stats), self.replicates(task, stats))
+
+    def paired(self, task: Task, stats_a: np.ndarray, stats_b: np.ndarray) -> Score:
+        """Score of a minus score of b, on the same resamples."""
+        diff = self.replicates(task, stats_a) - self.replicates(task, stats_b)
+        return self._interval(point(task, stats_a) - point(task, stats_b), diff)
+
+
+def verdict(task: Task, diff: Score) -> str:
+    """'better' / 'worse' when the paired interval of (a - b) excludes 0 (direction-aware), else 'no clear difference'."""
+    if not (math.isfinite(diff.lo) and math.isfinite(diff.hi)) or diff.lo <= 0 <= diff.hi:
+        return "no clear difference"
+    a_higher = diff.lo > 0
+    return "better" if a_higher == (task.direction == "maximize") else "worse"
+
+
+def split_intervals(tasks: list[Task], outputs: dict, manifest, split: str, seed: int = 0) -> dict[str, Score]:
+    """Each task's primary score on a split with its group-bootstrap interval (outputs in split order)."""
+    targets, masks = manifest.targets(split)
+    boot = GroupBootstrap(manifest.groups(split), seed=seed)
+    return {t.name: boot.interval(t, sample_stats(t, outputs[t.name], targets[t.name], masks[t.name]))
+            for t in tasks if t.name in outputs}

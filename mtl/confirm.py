@@ -1,0 +1,123 @@
+"""Seed repeats: `python -m mtl confirm <study> [--seeds 3]` (`make confirm STUDY=s SEEDS=3`).
+
+A trial's val score is one draw: another seed (initialisation, batch order, augmentation) gives
+another. This re-trains each task's best configuration (the distinct trials `make pareto` would pick)
+and, where the study file `fgo_rounds` describes the same manifest, the hand-tuned rounds, with new
+seeds; logs each run in the study's experiment (role `confirm`, under the parent run); and reports
+mean ± sd over seeds of every task's best val score and of the test score of that task's best-epoch
+checkpoint. A win that is seed luck shows up as overlapping spreads. Finished runs are reused, so an
+interrupted `confirm` resumes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+
+import optuna
+
+from mtl import tracking
+from mtl.bootstrap import point, sample_stats
+from mtl.data.manifest import load_manifest
+from mtl.ensemble import BASELINE_STUDY, predict_split
+from mtl.errors import UserError
+from mtl.train import TrainConfig, fit, load_checkpoint
+from mtl.tune import ROLE_TAG, STUDY_TAG, load_study, trial_config
+
+SEED_BASE = 10_000  # trials ran with seeds 0, 1, 2, ... (base + trial number): these are new
+
+
+def configs_to_confirm(study, s, best: dict, epochs: int) -> list[tuple[str, TrainConfig, list[str]]]:
+    """(label, config, tasks it is best for): each distinct per-task best trial, then the rounds."""
+    by_trial: dict[int, list[str]] = {}
+    for task, m in best.items():
+        by_trial.setdefault(m.number, []).append(task)
+    trials = {t.number: t for t in s.trials}
+    out = [(f"trial-{n}", trial_config(study, optuna.trial.FixedTrial(trials[n].params), epochs), tasks)
+           for n, tasks in sorted(by_trial.items())]
+    rounds = study if study.configs else _rounds_study(study)
+    if rounds is not None:
+        out += [(name, cfg.replace(epochs=epochs), []) for name, cfg in rounds.configs.items()]
+    return out
+
+
+def _rounds_study(study):
+    if not (Path("experiments") / f"{BASELINE_STUDY}.py").is_file():
+        return None
+    rounds = load_study(BASELINE_STUDY)
+    same = Path(rounds.manifest).resolve() == Path(study.manifest).resolve()
+    return rounds if same and rounds.configs else None
+
+
+def run_one(client, exp_id: str, parent: str | None, study, manifest, tasks, label: str, cfg: TrainConfig,
+            seed: int) -> dict[str, float]:
+    """One seed of one config: val best per task and the test score of that task's best-epoch checkpoint."""
+    name = f"confirm-{label}-seed{seed}"
+    done = client.search_runs([exp_id], f"tags.`{ROLE_TAG}` = 'confirm' and attributes.run_name = '{name}' "
+                                        f"and attributes.status = 'FINISHED'", max_results=1)
+    if done:
+        return done[0].data.metrics
+    cfg = cfg.replace(seed=seed)
+    tags = {STUDY_TAG: study.name, ROLE_TAG: "confirm", "mtl.confirm_of": label, "seed": seed}
+    with tracking.RunLogger(client, exp_id, name, parent, tags) as run:
+        run.log_params({**tracking.flatten_config(cfg), "manifest": study.manifest, "confirm_of": label})
+        with tempfile.TemporaryDirectory(prefix="mtl-confirm-") as tmp:
+            result = fit(cfg, manifest, Path(tmp) / "checkpoints", on_epoch=run.log_epoch)
+            metrics = {f"best_val/{t.metric_key}": result.best[t.name]["score"] for t in tasks}
+            test_t, test_m = manifest.targets("test")
+            outputs: dict[int, dict] = {}
+            for t in tasks:
+                epoch = result.best[t.name]["epoch"]
+                if epoch not in outputs:
+                    ckpt = load_checkpoint(result.checkpoint_dir / f"epoch-{epoch}.pt")
+                    outputs[epoch] = predict_split(ckpt, manifest, "test")
+                stats = sample_stats(t, outputs[epoch][t.name], test_t[t.name], test_m[t.name])
+                metrics[f"test/{t.metric_key}"] = point(t, stats)
+        run.log_metrics(metrics)
+    return metrics
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+
+
+def main(args) -> int:
+    from mtl.pareto import find_parent, select
+    if args.seeds < 1:
+        raise UserError(f"SEEDS={args.seeds}: must be a positive integer")
+    study, s, _, best, _ = select(args.study, args.storage)
+    manifest = load_manifest(study.manifest, check_images=True)
+    tasks = [manifest.task(n) for n in study.objectives]
+    epochs = args.epochs or study.epochs
+    configs = configs_to_confirm(study, s, best, epochs)
+    client = tracking.get_client()
+    exp_id = tracking.ensure_experiment(client, study.name)
+    parent = find_parent(client, study.name)
+    seeds = [SEED_BASE + k for k in range(args.seeds)]
+    print(f"confirm '{study.name}': {len(configs)} config(s) x {len(seeds)} seed(s), {epochs} epochs each")
+    results = {}
+    for label, cfg, _ in configs:
+        results[label] = [run_one(client, exp_id, parent, study, manifest, tasks, label, cfg, sd) for sd in seeds]
+        print(f"  {label}: " + "  ".join(f"{t.name} {mean_sd([r[f'test/{t.metric_key}'] for r in results[label]])}"
+                                         for t in tasks))
+
+    lines = [f"# {study.name}: seed repeats ({len(seeds)} seeds, {epochs} epochs; mean ± sd over seeds)", "",
+             "Each task's best val score over epochs, and the test score of that epoch's checkpoint. "
+             "`*` marks the tasks a trial was the val-selected best for.", "",
+             "| config | split | " + " | ".join(f"{t.name} {t.primary_metric}" for t in tasks) + " |",
+             "|---|---|" + "---:|" * len(tasks)]
+    for label, _, best_for in configs:
+        for split, prefix in (("val", "best_val"), ("test", "test")):
+            cells = [mean_sd([r[f"{prefix}/{t.metric_key}"] for r in results[label]]) + ("*" if t.name in best_for else "")
+                     for t in tasks]
+            lines.append(f"| {label} | {split} | " + " | ".join(cells) + " |")
+    out = Path("reports") / study.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "confirm.md").write_text("\n".join(lines) + "\n")
+    if parent:
+        client.log_artifact(parent, str(out / "confirm.md"), "report")
+    print("\n".join(lines[4:]))
+    print(f"\nsaved {out / 'confirm.md'}")
+    return 0
