@@ -46,7 +46,7 @@ pareto: $(STAMP) ## Pareto front + best trial per task, tags, registry aliases, 
 	$(BIN)/python -m mtl pareto $(STUDY)
 
 ensemble: $(DATA_STAMP) ## ensembles chosen on val, judged once on test -> reports/<study>/report.md: make ensemble STUDY=s
-	$(BIN)/python -m mtl ensemble $(STUDY)
+	$(BIN)/python -m mtl ensemble $(STUDY) $(if $(TOP_K),--top-k $(TOP_K))
 
 confirm: $(DATA_STAMP) ## re-train each task's best config (and the rounds) with new seeds: make confirm STUDY=s [SEEDS=3]
 	$(BIN)/python -m mtl confirm $(STUDY) --seeds $(SEEDS)

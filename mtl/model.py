@@ -90,7 +90,32 @@ class HydraNet(nn.Module):
         return self.trunk(self.backbone(x))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.features(x)  # computed once, shared by every head
+        return self.heads_forward(self.features(x))  # features computed once, shared by every head
+
+    # --- a frozen backbone prefix (freeze=<stage>) whose outputs can be computed once and cached ----
+    def stage_names(self) -> list[str]:
+        return [n for n, _ in self.backbone.named_children()]
+
+    def prefix(self, x: torch.Tensor, stage: str) -> torch.Tensor:
+        """The backbone up to and including `stage` ('all': the whole backbone, flattened)."""
+        if stage == "all":
+            return self.backbone(x)
+        for name, child in self.backbone.named_children():
+            x = child(x)
+            if name == stage:
+                return x
+        raise UserError(f"backbone has no stage '{stage}' (stages: {', '.join(self.stage_names())})")
+
+    def forward_from_prefix(self, h: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+        """What `forward` computes after `prefix(x, stage)`: the rest of the backbone, trunk and heads."""
+        if stage != "all":
+            rest = list(self.backbone.children())[self.stage_names().index(stage) + 1:]
+            for child in rest:
+                h = child(h)
+            h = torch.flatten(h, 1)
+        return self.heads_forward(self.trunk(h))
+
+    def heads_forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}
         for name, head in self.heads.items():
             y = head(h)
@@ -120,6 +145,52 @@ def freeze(module: nn.Module) -> None:
         m._mtl_frozen = True
         if isinstance(m, (_BatchNorm, nn.Dropout)):
             m.eval()
+
+
+FREEZE_ALL = "all"
+
+
+class FromPrefix(nn.Module):
+    """What follows a cached frozen prefix: takes its outputs, returns the heads' outputs."""
+
+    def __init__(self, model: HydraNet, stage: str):
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.forward_from_prefix(h, self.stage)
+
+
+def freeze_backbone(model: HydraNet, stage: str) -> None:
+    """freeze=<stage>: the backbone's stages up to and including `stage` are frozen (BatchNorm kept in
+    eval mode); 'all' freezes the whole backbone, 'none' nothing. A partial prefix needs a backbone whose
+    forward is its children in order (ResNets, MobileNets, EfficientNets): checked here, once."""
+    if stage == "none":
+        return
+    if stage == FREEZE_ALL:
+        freeze(model.backbone)
+        return
+    names = model.stage_names()
+    if stage not in names:
+        raise UserError(f"freeze={stage}: no such backbone stage (none, all, {', '.join(names)})")
+    for name, child in model.backbone.named_children():
+        freeze(child)
+        if name == stage:
+            break
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        x = torch.randn(2, 3, 64, 64)
+        ok = torch.allclose(model.backbone(x), torch.flatten(_sequential(model.backbone, x), 1), atol=1e-5)
+    model.train(was_training)
+    if not ok:
+        raise UserError(f"freeze={stage}: this backbone's forward is not its stages in order; use freeze=all or none")
+
+
+def _sequential(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    for child in backbone.children():
+        x = child(x)
+    return x
 
 
 def freeze_all_but(model: HydraNet, task: str) -> None:

@@ -93,8 +93,10 @@ def select(name: str, storage: str | None = None):
             if key not in logged or not math.isclose(logged[key], v, rel_tol=1e-6, abs_tol=1e-9):
                 raise UserError(f"trial {m.number}: MLflow run {m.run_id} does not hold the score Optuna has "
                                 f"for '{task}' ({v}); is MLFLOW_TRACKING_URI the store the study used?")
-    best = {task: members[i] for task, i in zip(study.objectives, best_per_task(values, dirs))}
-    return study, s, [members[i] for i in front_idx], best, members
+    front = [members[i] for i in front_idx]
+    # each task's best among the front (a tie with a dominated trial goes to the front member)
+    best = {task: front[i] for task, i in zip(study.objectives, best_per_task([m.values for m in front], dirs))}
+    return study, s, front, best, members
 
 
 def find_parent(client, study_name: str) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -20,13 +21,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mtl.data.dataset import MultiTaskDataset
+from mtl.data.batches import BatchAugment, TensorBatches, normalize
+from mtl.data.dataset import MultiTaskDataset, cached_images
 from mtl.data.manifest import Manifest
 from mtl.errors import UserError
 from mtl.losses import make_weighting, task_losses
 from mtl.metrics import TaskMetrics
-from mtl.model import HydraNet, freeze_all_but
+from mtl.model import FromPrefix, HydraNet, freeze_all_but, freeze_backbone
 from mtl.tasks import Task
+from mtl.warmstart import load_backbone
 
 CHECKPOINT_KEYS = ("model", "config", "tasks")
 VAL_OUTPUTS = "val_outputs.pt"  # beside the checkpoints: each task's val outputs at its best epoch
@@ -52,12 +55,15 @@ class TrainConfig:
     scheduler: str = "cosine"  # cosine | none
     epochs: int = 15
     batch_size: int = 32
-    augment: bool = True
+    augment: bool = True  # batched on the device: flips, resized crops, small rotations, erasing
+    init: str | None = None  # backbone warm start: a file, checkpoint dir, models:/ or runs:/ URI (mtl/warmstart.py)
+    freeze: str = "none"  # none | all | a backbone stage (resnet: layer1..layer4): it and all before it frozen
+    feature_cache: bool = True  # with freeze and augment=False: compute the frozen prefix once per process
     patience: int = 0  # stop after this many epochs without a better mean per-task val score (0 = off)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # CUDA only: bf16/fp16 autocast
-    num_workers: int = 0
+    num_workers: int = 0  # > 0: decode images per sample in DataLoader workers instead of the in-memory cache
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -145,13 +151,17 @@ def to_device(batch, device):
             {k: v.to(device, non_blocking=nb) for k, v in masks.items()})
 
 
-def train_one_epoch(model, weighting, optimizer, loader, device, cfg: TrainConfig, tasks: list[Task]) -> dict:
-    """One pass over the train split. Returns the mean unweighted loss per task (over labelled samples)."""
+def train_one_epoch(model, weighting, optimizer, loader, device, cfg: TrainConfig, tasks: list[Task],
+                    augment=None) -> dict:
+    """One pass over the train split (each batch augmented by `augment` on the device, if given).
+    Returns the mean unweighted loss per task (over labelled samples)."""
     model.train()
     sums = {t.name: 0.0 for t in tasks}
     counts = {t.name: 0 for t in tasks}
     for batch in loader:
         x, targets, masks = to_device(batch, device)
+        if augment is not None:
+            x = augment(x)
         with autocast(device, cfg.amp):
             outputs = model(x)
         losses = task_losses(tasks, outputs, targets, masks, cfg.regression_loss)
@@ -207,15 +217,57 @@ def mean_score(tasks: list[Task], metrics: dict[str, float]) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
-def make_loaders(cfg: TrainConfig, manifest: Manifest, device: torch.device):
-    train_ds = MultiTaskDataset(manifest, "train", cfg.image_size, train=True, augment=cfg.augment)
-    val_ds = MultiTaskDataset(manifest, "val", cfg.image_size)
-    g = torch.Generator().manual_seed(cfg.seed)
-    pin = device.type == "cuda"
-    train = DataLoader(train_ds, cfg.batch_size, shuffle=True, generator=g, num_workers=cfg.num_workers,
-                       pin_memory=pin, drop_last=len(train_ds) > cfg.batch_size)  # BatchNorm needs batches > 1
-    val = DataLoader(val_ds, max(cfg.batch_size, 64), num_workers=cfg.num_workers, pin_memory=pin)
-    return train, val
+_FEATURES: dict[tuple, torch.Tensor] = {}  # (prefix state digest, stage, manifest, split, size) -> outputs
+
+
+@torch.no_grad()
+def prefix_features(model: HydraNet, stage: str, images: torch.Tensor, device, key: tuple, batch: int = 256):
+    """The frozen prefix's outputs on un-augmented images, computed once per process for a given prefix
+    state (its weights' digest is in the key, so another warm start or stage never reuses them)."""
+    digest = hashlib.sha1()
+    for k, v in sorted(model.backbone.state_dict().items()):
+        if stage == "all" or k.split(".")[0] in model.stage_names()[:model.stage_names().index(stage) + 1]:
+            digest.update(k.encode())
+            digest.update(v.detach().cpu().contiguous().numpy().tobytes())
+    key = (digest.hexdigest(), stage, *key)
+    if key not in _FEATURES:
+        was = model.training
+        model.eval()
+        out = [model.prefix(normalize(images[i:i + batch].to(device)), stage).cpu() for i in range(0, len(images), batch)]
+        model.train(was)
+        _FEATURES[key] = torch.cat(out)
+    return _FEATURES[key]
+
+
+def make_loaders(cfg: TrainConfig, manifest: Manifest, model: HydraNet, device: torch.device):
+    """(train batches, val batches, the module the loop calls, the batch augmentation or None).
+
+    Splits come from the decode-once cache as in-memory batches; with a frozen prefix, augmentation off
+    and `feature_cache`, the batches hold the prefix's outputs and the loop runs only what follows."""
+    tv = {}
+    for split in ("train", "val"):
+        t, m = manifest.targets(split)
+        tv[split] = ({k: torch.from_numpy(v) for k, v in t.items()}, {k: torch.from_numpy(v) for k, v in m.items()})
+    augment = BatchAugment(cfg.seed) if cfg.augment else None
+    if cfg.num_workers > 0:  # a set too large to hold: decode per sample in worker processes
+        pin = device.type == "cuda"
+        train_ds = MultiTaskDataset(manifest, "train", cfg.image_size, cache=False)
+        train = DataLoader(train_ds, cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed),
+                           num_workers=cfg.num_workers, pin_memory=pin, drop_last=len(train_ds) > cfg.batch_size)
+        val = DataLoader(MultiTaskDataset(manifest, "val", cfg.image_size, cache=False), max(cfg.batch_size, 64),
+                         num_workers=cfg.num_workers, pin_memory=pin)
+        return train, val, model, augment
+    x = {split: cached_images(manifest.image_paths(split), cfg.image_size) for split in ("train", "val")}
+    net = model
+    if cfg.freeze != "none" and cfg.feature_cache and not cfg.augment:
+        x = {split: prefix_features(model, cfg.freeze, imgs, device, (str(manifest.path), split, cfg.image_size))
+             for split, imgs in x.items()}
+        net = FromPrefix(model, cfg.freeze)
+    n = len(x["train"])  # BatchNorm needs batches > 1: drop a last batch of one
+    train = TensorBatches(x["train"], *tv["train"], cfg.batch_size, shuffle=True, seed=cfg.seed,
+                          drop_last=n > cfg.batch_size)
+    val = TensorBatches(x["val"], *tv["val"], max(cfg.batch_size, 64))
+    return train, val, net, augment
 
 
 def make_optimizer(cfg: TrainConfig, model: HydraNet, weighting) -> torch.optim.Optimizer:
@@ -247,8 +299,11 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
     tasks = [Task.from_dict(t) for t in init["tasks"]] if init else manifest.tasks
     train_tasks = [t for t in tasks if finetune is None or t.name == finetune]
     model = build_model(cfg, tasks)
+    if cfg.init and not init:
+        load_backbone(model, cfg.init)
     if init:
         model.load_state_dict(init["model"])
+    freeze_backbone(model, cfg.freeze)
     if finetune:
         freeze_all_but(model, finetune)
     model.to(device)
@@ -257,18 +312,18 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
     optimizer = make_optimizer(cfg, model, weighting)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
                  if cfg.scheduler == "cosine" else None)
-    train_loader, val_loader = make_loaders(cfg, manifest, device)
+    train_loader, val_loader, net, augment = make_loaders(cfg, manifest, model, device)
 
     history, best, states, best_outputs = [], {}, {}, {}
     best_mean, since_best, stopped = -math.inf, 0, False
     for epoch in range(1, cfg.epochs + 1):
         weights_used = weighting.weights()
-        train_losses = train_one_epoch(model, weighting, optimizer, train_loader, device, cfg, train_tasks)
+        train_losses = train_one_epoch(net, weighting, optimizer, train_loader, device, cfg, train_tasks, augment)
         weighting.end_epoch(train_losses)
         if scheduler:
             scheduler.step()
         val_outputs: dict = {}
-        val = evaluate(model, val_loader, device, tasks, cfg, keep=val_outputs)
+        val = evaluate(net, val_loader, device, tasks, cfg, keep=val_outputs)
         row = {"epoch": epoch, **{f"train/{k}/loss": v for k, v in train_losses.items()},
                **{f"val/{k}": v for k, v in val.items()}, **{f"weight/{k}": v for k, v in weights_used.items()}}
         for t in tasks:

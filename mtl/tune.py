@@ -13,10 +13,13 @@ Every trial is one MLflow child run `trial-<n>` under the study's parent run (se
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import math
 import multiprocessing as mp
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -31,6 +34,8 @@ from mtl import tracking
 from mtl.bootstrap import split_intervals
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
+from mtl.metrics import constant_score
+from mtl.pruning import CURVE_ATTR, EarlyStop, hypervolume, should_stop
 from mtl.train import DivergedError, TrainConfig, fit
 
 EXPERIMENTS = Path("experiments")
@@ -50,6 +55,12 @@ class Study:
     search_space: object = None  # callable(trial, base) -> TrainConfig
     configs: dict | None = None  # fixed rounds: name -> TrainConfig
     doc: str = ""
+    sampler: str = "tpe"  # SAMPLER: tpe | gp | nsga2 | random
+    pretrain: TrainConfig | None = None  # PRETRAIN: trained once, its backbone warm-starts every trial
+    early_stop: EarlyStop | None = None  # EARLY_STOP: multi-objective early stopping across trials
+
+
+SAMPLERS = ("tpe", "gp", "nsga2", "random")
 
 
 def available_studies() -> list[str]:
@@ -75,9 +86,19 @@ def load_study(name: str) -> Study:
     if not isinstance(mod.BASE, TrainConfig):
         raise UserError(f"{path}: BASE must be a TrainConfig")
     configs = getattr(mod, "CONFIGS", None)
+    sampler = getattr(mod, "SAMPLER", "tpe")
+    if sampler not in SAMPLERS:
+        raise UserError(f"{path}: SAMPLER = {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    pretrain = getattr(mod, "PRETRAIN", None)
+    if pretrain is not None and not isinstance(pretrain, TrainConfig):
+        raise UserError(f"{path}: PRETRAIN must be a TrainConfig")
+    early_stop = getattr(mod, "EARLY_STOP", None)
+    if early_stop is not None and not isinstance(early_stop, EarlyStop):
+        raise UserError(f"{path}: EARLY_STOP must be an mtl.pruning.EarlyStop")
     return Study(name, path, str(mod.MANIFEST), list(mod.OBJECTIVES), mod.BASE,
                  int(getattr(mod, "TRIALS", len(configs) if configs else 10)), int(getattr(mod, "EPOCHS", mod.BASE.epochs)),
-                 getattr(mod, "search_space", None), configs, (mod.__doc__ or "").strip())
+                 getattr(mod, "search_space", None), configs, (mod.__doc__ or "").strip(), sampler, pretrain,
+                 early_stop)
 
 
 def trial_config(study: Study, trial, epochs: int) -> TrainConfig:
@@ -126,7 +147,7 @@ def make_storage(url: str):
     try:
         # heartbeats let a resumed study fail the trials of a worker that was killed (kill -9)
         return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90,
-                                          failed_trial_callback=close_stale_run,
+                                          heartbeat_stale_trial_callback=close_stale_run,
                                           engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
     except Exception as e:
         raise UserError(f"STORAGE {tracking.redact(url)}: cannot open ({type(e).__name__})") from None
@@ -150,11 +171,19 @@ def open_study(study: Study, storage_url: str, directions: list[str], metric_nam
                         f"use another STORAGE or remove it")
     if s.metric_names != metric_names:
         s.set_metric_names(metric_names)
-    seed = sampler_seed(seed, worker_index, len(s.get_trials(deepcopy=False)))
-    # TPE's default 10 random start-up trials would make a 10-minute study pure random search
-    s.sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True) if not study.configs
-                 else optuna.samplers.RandomSampler(seed=seed))
+    s.sampler = make_sampler(study, sampler_seed(seed, worker_index, len(s.get_trials(deepcopy=False))))
     return s
+
+
+def make_sampler(study: Study, seed: int) -> optuna.samplers.BaseSampler:
+    """The study's SAMPLER with Optuna's own defaults (TPE stays univariate: the spaces are conditional)."""
+    if study.configs or study.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if study.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if study.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def duplicate_of(trial: optuna.Trial) -> int | None:
@@ -206,10 +235,13 @@ def _alive(pid: int) -> bool:
 # one trial
 # ------------------------------------------------------------------------------------------------
 class Objective:
-    def __init__(self, study: Study, manifest, parent_id: str, experiment_id: str, epochs: int, bar=None):
+    def __init__(self, study: Study, manifest, parent_id: str, experiment_id: str, epochs: int, bar=None,
+                 pretrain: str | None = None):
         self.study, self.manifest, self.parent_id, self.experiment_id = study, manifest, parent_id, experiment_id
-        self.epochs, self.bar = epochs, bar
+        self.epochs, self.bar, self.pretrain = epochs, bar, pretrain
         self.tasks = [manifest.task(n) for n in study.objectives]
+        self.directions = [t.direction for t in self.tasks]
+        self.scales = [t.scale if t.kind == "regression" else 1.0 for t in self.tasks]
         self.client = tracking.get_client()
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
@@ -219,10 +251,13 @@ class Objective:
             trial.set_user_attr("duplicate_of", dup)
             raise optuna.TrialPruned(f"same parameters as trial {dup}")
         cfg = cfg.replace(seed=cfg.seed + trial.number)
+        if self.pretrain and cfg.init is None:
+            cfg = cfg.replace(init=self.pretrain)
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
         tags = {STUDY_TAG: self.study.name, ROLE_TAG: "trial", "optuna.study": self.study.name,
                 "optuna.trial_number": trial.number, "optuna.trial_id": trial._trial_id}
+        pruned = None
         with tracking.RunLogger(self.client, self.experiment_id, f"trial-{trial.number}", self.parent_id,
                                 tags) as run:
             trial.set_user_attr("mlflow_run_id", run.run_id)
@@ -230,63 +265,158 @@ class Objective:
                             **{f"optuna.{k}": v for k, v in trial.params.items()}})
             run.log_dataset(self.manifest)
             t0 = time.perf_counter()
-
-            def on_epoch(epoch, row):
-                run.log_epoch(epoch, row)
-                if self.bar is not None:
-                    self.bar.set_postfix_str(f"trial {trial.number} epoch {epoch}/{cfg.epochs} " + " ".join(
-                        f"{t.name[:6]} {row.get('val/' + t.metric_key, math.nan):.2f}" for t in self.tasks))
-
             with tempfile.TemporaryDirectory(prefix="mtl-ckpt-") as tmp:
                 try:
-                    result = fit(cfg, self.manifest, Path(tmp) / "checkpoints", on_epoch=on_epoch)
+                    result = fit(cfg, self.manifest, Path(tmp) / "checkpoints", on_epoch=self.on_epoch(trial, run, cfg))
                 except DivergedError as e:
                     trial.set_user_attr("fail_reason", f"diverged: {e}")
                     raise
-                run.log_artifacts(result.checkpoint_dir, "checkpoints")
-            values = tuple(result.best[t.name]["score"] for t in self.tasks)
-            ci = split_intervals(self.tasks, result.val_outputs, self.manifest, "val")
-            for name, score in ci.items():
-                trial.set_user_attr(f"ci.{name}", [score.lo, score.hi])
-            run.log_metrics({f"best_val/{t.metric_key}": v for t, v in zip(self.tasks, values)}
-                            | {f"best_val/{t.metric_key}_{e}": getattr(ci[t.name], e) for t in self.tasks
-                               for e in ("lo", "hi")}
-                            | {f"best_epoch/{t.name}": result.best[t.name]["epoch"] for t in self.tasks}
-                            | {"trial_seconds": time.perf_counter() - t0, "epochs_run": len(result.history)})
-            run.set_tags({"stopped_early": str(result.stopped_early).lower()})
+                except optuna.TrialPruned as e:  # dominated by completed trials: a finished run, tagged
+                    pruned = e
+                    run.set_tags({"pruned": "true"})
+                    run.log_metrics({"trial_seconds": time.perf_counter() - t0})
+                else:
+                    run.log_artifacts(result.checkpoint_dir, "checkpoints")
+            if pruned is None:
+                values = self.log_result(trial, run, result, time.perf_counter() - t0)
+        if pruned is not None:
+            raise pruned
         if any(math.isnan(v) for v in values):
             raise ValueError("a task has no labelled val sample: its score is NaN")
         return values
+
+    def on_epoch(self, trial, run, cfg):
+        """Per epoch: log, show progress, keep the val curve on the trial, stop a dominated trial."""
+        curve = []
+
+        def callback(epoch, row):
+            run.log_epoch(epoch, row)
+            curve.append([row.get("val/" + t.metric_key, math.nan) for t in self.tasks])
+            trial.set_user_attr(CURVE_ATTR, curve)
+            if self.bar is not None:
+                self.bar.set_postfix_str(f"trial {trial.number} epoch {epoch}/{cfg.epochs} " + " ".join(
+                    f"{t.name} {row.get('val/' + t.metric_key, math.nan):.2f}" for t in self.tasks))
+            rule = self.study.early_stop
+            if rule is None or epoch < rule.min_epoch:
+                return
+            done = [t.user_attrs[CURVE_ATTR] for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if CURVE_ATTR in t.user_attrs]
+            if should_stop(epoch, curve, done, self.directions, rule, self.scales):
+                raise optuna.TrialPruned(f"dominated at epoch {epoch} by {rule.k}+ completed trials")
+
+        return callback
+
+    def log_result(self, trial, run, result, seconds: float) -> tuple[float, ...]:
+        values = tuple(result.best[t.name]["score"] for t in self.tasks)
+        ci = split_intervals(self.tasks, result.val_outputs, self.manifest, "val")
+        for name, score in ci.items():
+            trial.set_user_attr(f"ci.{name}", [score.lo, score.hi])
+        run.log_metrics({f"best_val/{t.metric_key}": v for t, v in zip(self.tasks, values)}
+                        | {f"best_val/{t.metric_key}_{e}": getattr(ci[t.name], e) for t in self.tasks
+                           for e in ("lo", "hi")}
+                        | {f"best_epoch/{t.name}": result.best[t.name]["epoch"] for t in self.tasks}
+                        | {"trial_seconds": seconds, "epochs_run": len(result.history)})
+        run.set_tags({"stopped_early": str(result.stopped_early).lower(), "pruned": "false"})
+        return values
+
+
+class Progress:
+    """After every trial, on the parent run: the hypervolume of the val front (reference point: the best
+    constant predictor per task; regression axes in units of the task's scale), the front size, and the
+    completed and pruned counts; step = trials finished."""
+
+    def __init__(self, client, parent_id: str, manifest, tasks):
+        self.client, self.parent_id, self.tasks = client, parent_id, tasks
+        targets, masks = manifest.targets("val")
+        self.reference = [constant_score(t, targets[t.name], masks[t.name]) for t in tasks]
+        self.scales = [t.scale if t.kind == "regression" else 1.0 for t in tasks]
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        finished = [t for t in trials if t.state.is_finished()]
+        front = study.best_trials if complete else []
+        hv = hypervolume([list(t.values) for t in front], [t.direction for t in self.tasks], self.reference, self.scales)
+        metrics = {"study/hypervolume": hv, "study/front_size": len(front), "study/completed": len(complete),
+                   "study/pruned": sum(t.state == TrialState.PRUNED for t in trials)}
+        tracking.RunLogger(self.client, "", "", run_id=self.parent_id).log_metrics(metrics, step=len(finished))
 
 
 # ------------------------------------------------------------------------------------------------
 # runner
 # ------------------------------------------------------------------------------------------------
-def worker(study_name: str, storage_url: str, n_trials: int, epochs: int, parent_id: str, experiment_id: str,
-           seed: int, worker_index: int, n_workers: int) -> None:
+@dataclass(frozen=True)
+class Launch:
+    """What every worker of one `tune` invocation shares (picklable for spawned processes)."""
+    study: str
+    storage_url: str
+    epochs: int
+    parent_id: str
+    experiment_id: str
+    seed: int
+    n_workers: int
+    pretrain: str | None = None  # local checkpoint of the PRETRAIN stage, if the study has one
+
+
+def worker(launch: Launch, n_trials: int, worker_index: int) -> None:
     """One process: its own storage connection and sampler seed, `n_trials` trials."""
     import torch
 
     from mtl.quiet import quiet
     quiet()
-    if n_workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
-    study = load_study(study_name)
+    if launch.n_workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // launch.n_workers))
+    study = load_study(launch.study)
     manifest = load_manifest(study.manifest)
     tasks = [manifest.task(n) for n in study.objectives]
-    s = open_study(study, storage_url, [t.direction for t in tasks], [f"val/{t.metric_key}" for t in tasks],
-                   seed=seed, worker_index=worker_index)
+    s = open_study(study, launch.storage_url, [t.direction for t in tasks], [f"val/{t.metric_key}" for t in tasks],
+                   seed=launch.seed, worker_index=worker_index)
     bar = None
     if worker_index == 0:
         from tqdm.auto import tqdm
-        bar = tqdm(total=n_trials * n_workers if n_workers > 1 else n_trials, desc=f"{study_name}", unit="trial")
-    objective = Objective(study, manifest, parent_id, experiment_id, epochs, bar)
-    callbacks = [lambda st, ft: bar.update(1)] if bar is not None else []
+        total = n_trials * launch.n_workers if launch.n_workers > 1 else n_trials
+        bar = tqdm(total=total, desc=launch.study, unit="trial")
+    objective = Objective(study, manifest, launch.parent_id, launch.experiment_id, launch.epochs, bar, launch.pretrain)
+    callbacks = [Progress(objective.client, launch.parent_id, manifest, tasks)]
+    if bar is not None:
+        callbacks.append(lambda st, ft: bar.update(1))
     try:
         s.optimize(objective, n_trials=n_trials, catch=(Exception,), callbacks=callbacks, gc_after_trial=True)
     finally:
         if bar is not None:
             bar.close()
+
+
+def ensure_pretrain(study: Study, manifest, client, experiment_id: str, parent_id: str) -> str | None:
+    """The study's PRETRAIN stage: trained once (a run with role `pretrain` under the parent), then reused by
+    every trial, worker and resume — found again by a key of its config and the manifest's content."""
+    if study.pretrain is None:
+        return None
+    digest = hashlib.sha1(json.dumps(study.pretrain.to_dict(), sort_keys=True).encode())
+    for f in (manifest.path, manifest.spec_path):
+        digest.update(Path(f).read_bytes())
+    key = digest.hexdigest()[:16]
+    local = Path("checkpoints") / "pretrain" / f"{study.name}-{key}.pt"
+    found = client.search_runs([experiment_id], f"tags.`{ROLE_TAG}` = 'pretrain' and tags.`mtl.pretrain_key` = "
+                                                f"'{key}' and attributes.status = 'FINISHED'", max_results=1)
+    if not found:
+        print(f"pretrain stage ({study.pretrain.epochs} epochs, {study.pretrain.backbone}): training it once")
+        tags = {STUDY_TAG: study.name, ROLE_TAG: "pretrain", "mtl.pretrain_key": key}
+        with tracking.RunLogger(client, experiment_id, "pretrain", parent_id, tags) as run:
+            run.log_params({**tracking.flatten_config(study.pretrain), "manifest": study.manifest})
+            with tempfile.TemporaryDirectory(prefix="mtl-pretrain-") as tmp:
+                result = fit(study.pretrain, manifest, Path(tmp) / "checkpoints", on_epoch=run.log_epoch)
+                last = result.history[-1]["epoch"]
+                run.log_artifact(result.checkpoint_dir / f"epoch-{last}.pt", "checkpoints")
+                run.set_tags({"checkpoint": f"epoch-{last}.pt"})
+        found = client.search_runs([experiment_id], f"attributes.run_id = '{run.run_id}'")
+    if not local.is_file():  # another machine trained it, or the local copy was cleaned: fetch it
+        local.parent.mkdir(parents=True, exist_ok=True)
+        src = client.download_artifacts(found[0].info.run_id, f"checkpoints/{found[0].data.tags['checkpoint']}")
+        tmp_copy = local.with_suffix(".tmp")
+        shutil.copyfile(src, tmp_copy)
+        os.replace(tmp_copy, local)
+    return str(local)
 
 
 def _parse_knobs(args) -> None:
@@ -350,6 +480,8 @@ def main(args) -> int:
             print(f"all {len(study.configs)} rounds of '{study.name}' are done")
     parent_id = parent_run(client, experiment_id, study, storage_url, manifest)
     client.update_run(parent_id, status="RUNNING")
+    launch = Launch(study.name, storage_url, epochs, parent_id, experiment_id, args.seed, workers,
+                    ensure_pretrain(study, manifest, client, experiment_id, parent_id))
     before = len(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)))
     print(f"study '{study.name}': {before} trial(s) so far, running {trials} more ({epochs} epochs each, "
           f"{workers} worker(s)); Optuna {tracking.redact(storage_url)}, MLflow {tracking.redact(tracking.tracking_uri())}")
@@ -359,12 +491,10 @@ def main(args) -> int:
         if trials > 0:
             shares = [trials // workers + (1 if i < trials % workers else 0) for i in range(workers)]
             if workers == 1:
-                worker(study.name, storage_url, trials, epochs, parent_id, experiment_id, args.seed, 0, 1)
+                worker(launch, trials, 0)
             else:
                 ctx = mp.get_context("spawn")
-                procs = [ctx.Process(target=worker, args=(study.name, storage_url, n, epochs, parent_id,
-                                                          experiment_id, args.seed, i, workers))
-                         for i, n in enumerate(shares) if n > 0]
+                procs = [ctx.Process(target=worker, args=(launch, n, i)) for i, n in enumerate(shares) if n > 0]
                 for p in procs:
                     p.start()
                 for p in procs:

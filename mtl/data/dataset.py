@@ -15,12 +15,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from mtl.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from mtl.data.images import to_rgb
 from mtl.data.manifest import Manifest
 from mtl.errors import UserError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # process-wide cache: (absolute path, size) -> uint8 CHW tensor; several trials in one worker share it
 _CACHE: dict[tuple[str, int], torch.Tensor] = {}

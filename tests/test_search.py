@@ -1,0 +1,170 @@
+"""Studies that search: early stopping across trials, hypervolume, samplers, warm starts, the frozen-prefix
+feature cache, batched augmentation, and a PRETRAIN stage that is trained once."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import mlflow
+import optuna
+import pytest
+import torch
+import torchvision
+
+from mtl.__main__ import main
+from mtl.data.batches import BatchAugment
+from mtl.data.manifest import load_manifest
+from mtl.errors import UserError
+from mtl.pruning import EarlyStop, hypervolume, should_stop
+from mtl.train import TrainConfig, build_model, fit
+from mtl.tune import SAMPLERS, Study, make_sampler, make_storage
+from mtl.warmstart import load_backbone
+from tests.test_tune import STUDY
+
+DIRS = ["maximize", "maximize", "minimize"]
+
+
+def test_should_stop_prunes_exactly_the_dominated():
+    done = [[[0.8, 0.7, 5.0], [0.9, 0.8, 4.0]],
+            [[0.7, 0.9, 6.0], [0.85, 0.9, 4.5]],
+            [[0.6, 0.5, 9.0], [0.6, 0.5, 9.0]]]
+    rule = EarlyStop(k=2, margin=0.05, min_epoch=2)
+    scales = [1.0, 1.0, 10.0]  # MAE margin = 0.05 * 10 = 0.5 years
+    dominated = [[0.5, 0.5, 8.0], [0.6, 0.6, 7.0]]  # both of the first two beat it by the margin everywhere
+    close = [[0.5, 0.5, 8.0], [0.82, 0.6, 5.0]]  # within the margin of trial 0 on the first objective
+    good_on_one = [[0.2, 0.2, 9.0], [0.2, 0.95, 9.0]]  # best on the second objective: never stopped
+    assert should_stop(2, dominated, done, DIRS, rule, scales)
+    assert not should_stop(2, close, done, DIRS, rule, scales)
+    assert not should_stop(2, good_on_one, done, DIRS, rule, scales)
+    assert not should_stop(1, dominated[:1], done, DIRS, rule, scales)  # before min_epoch
+    assert not should_stop(2, dominated, done, DIRS, EarlyStop(k=3, margin=0.05, min_epoch=2), scales)
+    # best-so-far: a dip at the current epoch does not count against a trial
+    dip = [[0.9, 0.95, 3.0], [0.1, 0.1, 20.0]]
+    assert not should_stop(2, dip, done, DIRS, EarlyStop(k=1, margin=0.0, min_epoch=1), scales)
+
+
+def test_hypervolume_by_hand():
+    # two maximised scores, reference (0.5, 0.5): boxes 0.3x0.1 and 0.1x0.3 overlapping in 0.1x0.1
+    hv = hypervolume([[0.8, 0.6], [0.6, 0.8], [0.55, 0.55]], ["maximize", "maximize"], [0.5, 0.5])
+    assert hv == pytest.approx(0.03 + 0.03 - 0.01)
+    # MAE axis: lower is better, scaled by 10; a point worse than the reference adds nothing
+    assert hypervolume([[0.7, 4.0]], ["maximize", "minimize"], [0.5, 6.0], [1.0, 10.0]) == pytest.approx(0.2 * 0.2)
+    assert hypervolume([[0.4, 4.0]], ["maximize", "minimize"], [0.5, 6.0], [1.0, 10.0]) == 0.0
+
+
+def test_samplers_and_no_deprecated_storage_calls(tmp_path):
+    kinds = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
+             "nsga2": optuna.samplers.NSGAIISampler, "random": optuna.samplers.RandomSampler}
+    assert set(kinds) == set(SAMPLERS)
+    for name, cls in kinds.items():
+        study = Study("s", tmp_path, "m.csv", ["a"], TrainConfig(), 1, 1, sampler=name)
+        assert isinstance(make_sampler(study, 0), cls)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        make_storage(f"sqlite:///{tmp_path / 'o.db'}")
+
+
+def test_bad_sampler_is_one_line(isolated_stores, fgo_small, capsys):
+    (isolated_stores / "experiments").mkdir()
+    (isolated_stores / "experiments" / "bad.py").write_text(STUDY.format(manifest=fgo_small) + '\nSAMPLER = "cmaes"\n')
+    assert main(["tune", "bad"]) == 2
+    assert "SAMPLER = 'cmaes': expected one of tpe, gp, nsga2, random" in capsys.readouterr().err
+
+
+def test_batch_augment_is_per_sample_and_keeps_colours():
+    x = torch.rand(8, 3, 32, 32)
+    a = BatchAugment(seed=1)(x)
+    assert a.shape == x.shape and not torch.allclose(a[0], a[1])
+    assert torch.equal(a, BatchAugment(seed=1)(x))  # seeded
+    plain = BatchAugment(seed=2, scale=(1.0, 1.0), ratio=(1.0, 1.0), degrees=0.0, erase_p=0.0)(x)
+    for i in range(8):  # only flips remain: each sample is itself or its mirror image
+        assert torch.allclose(plain[i], x[i], atol=1e-5) or torch.allclose(plain[i], x[i].flip(-1), atol=1e-5)
+    solid = torch.zeros(4, 3, 16, 16)
+    solid[:, 0] = 0.7  # a solid colour stays that colour wherever the warp samples inside the image
+    out = BatchAugment(seed=3, erase_p=0.0)(solid)
+    assert torch.allclose(out[:, :, 6:10, 6:10], solid[:, :, 6:10, 6:10], atol=1e-5)
+
+
+def test_frozen_prefix_cache_equals_the_uncached_path(fgo_small):
+    m = load_manifest(fgo_small)
+    cfg = TrainConfig(image_size=32, batch_size=16, epochs=2, augment=False, freeze="layer3", head_dims=[16])
+    cached = fit(cfg, m)
+    plain = fit(cfg.replace(feature_cache=False), m)
+    for a, b in zip(cached.history, plain.history):
+        for k in a:
+            if not (isinstance(a[k], float) and math.isnan(a[k])):
+                assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-5), k
+
+
+def test_frozen_batchnorm_stays_frozen(fgo_small):
+    m = load_manifest(fgo_small)
+    cfg = TrainConfig(image_size=32, batch_size=16, epochs=1, freeze="layer2", feature_cache=False)
+    torch.manual_seed(0)
+    before = build_model(cfg, m.tasks).backbone.layer1[0].bn1.running_mean.clone()
+    res = fit(cfg, m, out_dir=None)
+    assert res.history  # trained with augmentation through the frozen prefix
+    model = build_model(cfg, m.tasks)  # the same seed builds the same initial weights
+    assert torch.equal(model.backbone.layer1[0].bn1.running_mean, before)
+
+
+def test_warm_start_sources(tmp_path, fgo_small):
+    m = load_manifest(fgo_small)
+    ref = torchvision.models.resnet18()
+    torch.save(ref.state_dict(), tmp_path / "imagenet_like.pth")
+    model = build_model(TrainConfig(), m.tasks)
+    load_backbone(model, str(tmp_path / "imagenet_like.pth"))
+    assert torch.equal(model.backbone.conv1.weight, ref.conv1.weight)
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pth")
+    with pytest.raises(UserError, match="does not fit this backbone"):
+        load_backbone(build_model(TrainConfig(), m.tasks), str(tmp_path / "r34.pth"))
+    with pytest.raises(UserError, match="no such file"):
+        load_backbone(model, str(tmp_path / "nope.pt"))
+
+
+PRETRAINED = STUDY.replace("TRIALS = 2", '''TRIALS = 2
+PRETRAIN = TrainConfig(image_size=32, batch_size=16, epochs=1)''').replace(
+    "BASE = TrainConfig(image_size=32, batch_size=16)",
+    'BASE = TrainConfig(image_size=32, batch_size=16, freeze="layer3", augment=False)')
+
+
+def test_pretrain_stage_is_trained_once_and_warm_starts_every_trial(isolated_stores, fgo_small):
+    (isolated_stores / "experiments").mkdir()
+    (isolated_stores / "experiments" / "pre.py").write_text(PRETRAINED.format(manifest=fgo_small))
+    assert main(["tune", "pre"]) == 0
+    assert main(["tune", "pre", "--trials", "1"]) == 0  # resumed: the stage is found, not retrained
+    runs = mlflow.search_runs(experiment_names=["pre"], output_format="list")
+    pre = [r for r in runs if r.data.tags.get("mtl.role") == "pretrain"]
+    trials = [r for r in runs if r.data.tags.get("mtl.role") == "trial"]
+    assert len(pre) == 1 and pre[0].info.status == "FINISHED" and len(trials) == 3
+    assert all(r.data.params["init"].endswith(".pt") and r.data.params["freeze"] == "layer3" for r in trials)
+    parent = next(r for r in runs if r.data.tags.get("mtl.role") == "parent")
+    hv = mlflow.MlflowClient().get_metric_history(parent.info.run_id, "study/hypervolume")
+    assert [h.step for h in sorted(hv, key=lambda h: h.step)] == [1, 2, 3]
+    assert all(h.value >= 0 for h in hv)
+
+
+TWINS = STUDY.replace("def search_space(trial, base):", '''EARLY_STOP = EarlyStop(k=1, margin=0.0, min_epoch=1)
+
+
+def search_space(trial, base):
+    trial.suggest_float("unused", 0, 1)  # distinct params, identical training: trial 1 replays trial 0
+    return base.replace(seed=100 - trial.number)
+
+
+def _unused(trial, base):''').replace("from mtl.train import TrainConfig",
+                                      "from mtl.pruning import EarlyStop\nfrom mtl.train import TrainConfig")
+
+
+def test_dominated_trial_is_pruned_and_its_run_finished(isolated_stores, fgo_small):
+    (isolated_stores / "experiments").mkdir()
+    (isolated_stores / "experiments" / "twins.py").write_text(TWINS.format(manifest=fgo_small))
+    assert main(["tune", "twins", "--epochs", "2"]) == 0
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    s = optuna.load_study(study_name="twins", storage=JournalStorage(JournalFileBackend("optuna/twins.log")))
+    assert [t.state.name for t in s.trials] == ["COMPLETE", "PRUNED"]
+    assert len(s.trials[1].user_attrs["val_curve"]) == 1  # stopped after epoch 1; its values kept
+    runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["twins"], output_format="list")}
+    assert runs["trial-1"].info.status == "FINISHED" and runs["trial-1"].data.tags["pruned"] == "true"
+    assert runs["trial-0"].data.tags["pruned"] == "false"
