@@ -24,7 +24,8 @@ from mtl.losses import make_weighting, task_losses
 from mtl.model import HydraNet, make_backbone
 from mtl.tasks import Task
 
-TARGETS = {"step_vs_bare": ">= 0.90", "shared_vs_seed002": ">= 2.8", "epoch_vs_step": ">= 0.90",
+TARGETS = {"step_vs_bare": ">= 0.90", "shared_vs_seed002": ">= 2.8", "epoch_vs_step": ">= 0.95",
+           "frozen_prefix_vs_full": ">= 5", "pruned_epoch_fraction": "report (default study)",
            "cached_vs_decode": "report", "heads_8_vs_1": "<= 1.10", "tracking_overhead_pct": "<= 2",
            "gflops_vs_matmul": "report", "amp_vs_fp32": "report (CUDA only)"}
 
@@ -180,32 +181,33 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
         res["amp_vs_fp32"] = None
 
     res.update(data_ratios(model, w, opt, tasks, manifest, image_size, batch_size, device, quick))
+    res.update(frozen_prefix(manifest, image_size, batch_size, quick))
+    res.update(pruned_epochs())
     res["tracking_overhead_pct"], res["raw"]["trial_s_untracked"], res["raw"]["trial_s_tracked"] = \
         tracking_overhead(manifest, quick)
     return res
 
 
 def data_ratios(model, w, opt, tasks, manifest_path, image_size, batch_size, device, quick):
-    """epoch_vs_step (DataLoader epoch vs the same steps on in-memory tensors) and cached_vs_decode."""
-    from mtl.data.dataset import MultiTaskDataset
+    """epoch_vs_step (an epoch as `fit` feeds it — in-memory batches, batched augmentation on the device —
+    vs the same steps on prepared tensors) and cached_vs_decode (decode-once cache vs PIL every time)."""
+    from mtl.data.batches import BatchAugment, TensorBatches
+    from mtl.data.dataset import MultiTaskDataset, cached_images
     from mtl.data.manifest import load_manifest
     from mtl.train import to_device
     m = load_manifest(manifest_path)
-    ds = MultiTaskDataset(m, "train", image_size, train=True)
-    n_batches = 4 if quick else len(ds) // batch_size
-    loader = DataLoader(ds, batch_size, shuffle=True, drop_last=True)
-    batches = []
-    for i, b in enumerate(loader):
-        if i >= n_batches:
-            break
-        batches.append(to_device(b, device))
+    targets, masks = m.targets("train")
+    images = cached_images(m.image_paths("train"), image_size)
+    n_batches = 4 if quick else len(images) // batch_size
+    loader = TensorBatches(images[:n_batches * batch_size], {k: torch.from_numpy(v) for k, v in targets.items()},
+                           {k: torch.from_numpy(v) for k, v in masks.items()}, batch_size, shuffle=True, drop_last=True)
+    augment = BatchAugment(0)
+    batches = [(augment(xb.to(device)), *to_device((xb, tb, mb), device)[1:]) for xb, tb, mb in loader]
 
     def epoch_loader():
-        for i, b in enumerate(loader):
-            if i >= n_batches:
-                break
+        for b in loader:
             xb, tb, mb = to_device(b, device)
-            hydra_step(model, w, opt, xb, tb, mb, tasks)()
+            hydra_step(model, w, opt, augment(xb), tb, mb, tasks)()
 
     def epoch_memory():
         for xb, tb, mb in batches:
@@ -214,11 +216,8 @@ def data_ratios(model, w, opt, tasks, manifest_path, image_size, batch_size, dev
     t_loader = median_time(epoch_loader, reps, warmup=1)
     t_mem = median_time(epoch_memory, reps, warmup=1)
 
-    class DecodeEveryTime(MultiTaskDataset):  # the seeds' form: PIL decode in __getitem__, every epoch
-        def __init__(self, *a, **k):
-            super().__init__(*a, cache=False, **k)
-
-    dec = DecodeEveryTime(m, "train", image_size, train=True)
+    ds = MultiTaskDataset(m, "train", image_size)
+    dec = MultiTaskDataset(m, "train", image_size, cache=False)  # the seeds' form: PIL decode every epoch
 
     def iterate(d):
         for i, _ in enumerate(DataLoader(d, batch_size, drop_last=True)):
@@ -230,6 +229,44 @@ def data_ratios(model, w, opt, tasks, manifest_path, image_size, batch_size, dev
     return {"epoch_vs_step": t_mem / t_loader, "cached_vs_decode": t_decode / t_cached,
             "raw_data": {"epoch_loader_img_s": imgs / t_loader, "epoch_memory_img_s": imgs / t_mem,
                          "cached_img_s": imgs / t_cached, "decode_img_s": imgs / t_decode}}
+
+
+def frozen_prefix(manifest_path: str, image_size: int, batch_size: int, quick: bool) -> dict:
+    """frozen_prefix_vs_full: a trial epoch (train + val) fine-tuning everything with augmentation, divided
+    by one with the backbone frozen up to layer3 and its outputs cached (what the default study's trials do)."""
+    from mtl.data.manifest import load_manifest
+    from mtl.train import TrainConfig, fit
+    m = load_manifest(manifest_path)
+    epochs = 1 if quick else 3
+    full = TrainConfig(image_size=image_size, batch_size=batch_size, epochs=epochs)
+    cached = full.replace(freeze="layer3", augment=False)
+    fit(cached.replace(epochs=1), m)  # fills the image and feature caches, as the study's first trial does
+    t_full = median_time(lambda: fit(full, m), 1, warmup=0) / epochs
+    t_cached = median_time(lambda: fit(cached, m), 1 if quick else 3, warmup=1) / epochs
+    return {"frozen_prefix_vs_full": t_full / t_cached,
+            "raw_frozen": {"full_epoch_s": t_full, "frozen_prefix_epoch_s": t_cached}}
+
+
+def pruned_epochs(study: str = "fgo_regularization") -> dict:
+    """pruned_epoch_fraction of the default study, if it has been run here: epochs not run (early stopping
+    across trials, and patience) divided by the epochs the finished trials were budgeted."""
+    from optuna.trial import TrialState
+
+    from mtl.pruning import CURVE_ATTR
+    from mtl.tune import default_storage, make_storage
+    path = Path(default_storage(study))
+    if not path.is_file():
+        return {"pruned_epoch_fraction": None}
+    import optuna
+    s = optuna.load_study(study_name=study, storage=make_storage(str(path)))
+    done = [t for t in s.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "epochs" in t.user_attrs]
+    budget = sum(t.user_attrs["epochs"] for t in done)
+    ran = sum(len(t.user_attrs.get(CURVE_ATTR, [])) for t in done)
+    pruned = [t for t in done if t.state == TrialState.PRUNED]
+    return {"pruned_epoch_fraction": (budget - ran) / budget if budget else None,
+            "raw_pruning": {"trials": len(done), "pruned": len(pruned), "epochs_budgeted": budget, "epochs_run": ran,
+                            "epochs_saved_by_pruning": sum(t.user_attrs["epochs"] - len(t.user_attrs.get(CURVE_ATTR, []))
+                                                           for t in pruned)}}
 
 
 def tracking_overhead(manifest_path: str, quick: bool) -> tuple[float, float, float]:

@@ -154,10 +154,15 @@ def load_best(study_name: str, task: str) -> dict:
 # ------------------------------------------------------------------------------------------------
 # plots
 # ------------------------------------------------------------------------------------------------
-def plot_front(path: Path, objectives: list[str], members: list[Member], front: list[Member]) -> None:
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_front(objectives: list[str], members: list[Member], front: list[Member]):
+    plt = _pyplot()
     front_ids = {m.number for m in front}
     k = len(objectives)
     if k <= 3:
@@ -182,17 +187,15 @@ def plot_front(path: Path, objectives: list[str], members: list[Member], front: 
                     label=f"trial {m.number}" if on else None)
         ax.set_xticks(range(k), [f"{o}\n[{a:.2f}, {b:.2f}]" for o, a, b in zip(objectives, lo, hi)], fontsize=8)
         ax.set_yticks([])
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+        if len(front_ids) <= 12:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.suptitle("Pareto front among completed trials (grey: dominated)" if k > 3 else "Pareto front (red) among completed trials")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_curves(path: Path, client, metric_keys: list[str], front: list[Member]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_curves(client, metric_keys: list[str], front: list[Member]):
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(metric_keys), figsize=(3.6 * len(metric_keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], metric_keys):
         for m in front:
@@ -202,8 +205,47 @@ def plot_curves(path: Path, client, metric_keys: list[str], front: list[Member])
         ax.set_xlabel("epoch")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_hypervolume(client, parent: str):
+    """The val front's hypervolume (reference: best constant per task) after each finished trial."""
+    hist = sorted(client.get_metric_history(parent, "study/hypervolume"), key=lambda m: m.step)
+    if not hist:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot([h.step for h in hist], [h.value for h in hist], marker=".")
+    ax.set_xlabel("trials finished")
+    ax.set_ylabel("hypervolume over the best constant")
+    ax.set_title("Study progress (val front)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_importances(s, objectives: list[str]):
+    """Per task, Optuna's parameter importances (fANOVA) with that task's objective as the target."""
+    complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
+    if len(complete) < 3:
+        return None
+    imps = {}
+    for i, task in enumerate(objectives):
+        try:
+            imps[task] = optuna.importance.get_param_importances(s, target=lambda t, i=i: t.values[i])
+        except (ValueError, RuntimeError):  # too few trials or no varying parameter
+            continue
+    if not imps:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(imps), figsize=(3.4 * len(imps), 3.6), squeeze=False, sharey=False)
+    for ax, (task, imp) in zip(axes[0], imps.items()):
+        names = list(imp)[::-1]
+        ax.barh(names, [imp[n] for n in names])
+        ax.set_title(task, fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Parameter importances per task (fANOVA)", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,11 +279,18 @@ def main(args) -> int:
         print(f"registered models:/{study.name}@best-{task} -> version {v} (trial {best[task].number})")
     out = Path("reports") / study.name
     out.mkdir(parents=True, exist_ok=True)
-    plot_front(out / "pareto_front.png", study.objectives, members, front)
-    plot_curves(out / "val_curves.png", client, metric_keys, front)
     parent = find_parent(client, study.name)
+    figures = {"pareto_front.png": plot_front(study.objectives, members, front),
+               "val_curves.png": plot_curves(client, metric_keys, front),
+               "importances.png": plot_importances(s, study.objectives)}
     if parent:
-        for f in ("pareto_front.png", "val_curves.png"):
-            client.log_artifact(parent, str(out / f), "pareto")
-    print(f"plots: {out / 'pareto_front.png'}, {out / 'val_curves.png'}")
+        figures["hypervolume.png"] = plot_hypervolume(client, parent)
+    for name, fig in figures.items():
+        if fig is None:
+            continue
+        fig.savefig(out / name, dpi=110)
+        if parent:
+            client.log_figure(parent, fig, f"pareto/{name}")
+        _pyplot().close(fig)
+    print("plots: " + ", ".join(str(out / n) for n, f in figures.items() if f is not None))
     return 0

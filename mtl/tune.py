@@ -253,6 +253,7 @@ class Objective:
         cfg = cfg.replace(seed=cfg.seed + trial.number)
         if self.pretrain and cfg.init is None:
             cfg = cfg.replace(init=self.pretrain)
+        trial.set_user_attr("epochs", cfg.epochs)
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
         tags = {STUDY_TAG: self.study.name, ROLE_TAG: "trial", "optuna.study": self.study.name,
@@ -396,9 +397,12 @@ def ensure_pretrain(study: Study, manifest, client, experiment_id: str, parent_i
     for f in (manifest.path, manifest.spec_path):
         digest.update(Path(f).read_bytes())
     key = digest.hexdigest()[:16]
-    local = Path("checkpoints") / "pretrain" / f"{study.name}-{key}.pt"
+    local = Path("checkpoints") / "pretrain" / f"{key}.pt"  # studies with the same stage share it
     found = client.search_runs([experiment_id], f"tags.`{ROLE_TAG}` = 'pretrain' and tags.`mtl.pretrain_key` = "
                                                 f"'{key}' and attributes.status = 'FINISHED'", max_results=1)
+    if not found and local.is_file():
+        print(f"pretrain stage: reusing {local} (same config and manifest, trained by another study)")
+        return str(local)
     if not found:
         print(f"pretrain stage ({study.pretrain.epochs} epochs, {study.pretrain.backbone}): training it once")
         tags = {STUDY_TAG: study.name, ROLE_TAG: "pretrain", "mtl.pretrain_key": key}

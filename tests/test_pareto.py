@@ -121,6 +121,12 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
                                                                              f"{'f1' if task == 'colors' else 'acc'}"], rel=1e-5)
         assert ck["epoch"] == 1
     assert (tiny_study / "reports/tiny/pareto_front.png").stat().st_size > 1000
+    assert (tiny_study / "reports/tiny/hypervolume.png").stat().st_size > 1000
+    assert (tiny_study / "reports/tiny/importances.png").stat().st_size > 1000
+    parent = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'parent'",
+                                output_format="list")[0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
+    assert {"pareto/hypervolume.png", "pareto/importances.png", "pareto/pareto_front.png"} <= logged
 
     assert main(["ensemble", "tiny"]) == 0
     out = capsys.readouterr().out

@@ -168,3 +168,6 @@ def test_dominated_trial_is_pruned_and_its_run_finished(isolated_stores, fgo_sma
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["twins"], output_format="list")}
     assert runs["trial-1"].info.status == "FINISHED" and runs["trial-1"].data.tags["pruned"] == "true"
     assert runs["trial-0"].data.tags["pruned"] == "false"
+    from mtl.bench import pruned_epochs
+    res = pruned_epochs("twins")  # 2 + 2 epochs budgeted, 2 + 1 run
+    assert res["pruned_epoch_fraction"] == pytest.approx(0.25) and res["raw_pruning"]["pruned"] == 1
