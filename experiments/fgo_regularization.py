@@ -7,13 +7,13 @@ colours F1) on fgo_synth.
 What is pretrained and what is frozen (the offline stand-in for the seeds' ImageNet ResNet50
 fine-tuned with new heads): a PRETRAIN stage trains the multi-task resnet18 once on the train split
 (logged as run `pretrain`, reused by every trial, worker and resume). Each trial starts its backbone
-from it, keeps stages up to layer3 frozen (their outputs are computed once per process and cached),
-and trains the *shared* layer4 and trunk plus the heads, so the per-task loss weights still act on
-shared parameters. Searched: trunk/head dense-layer counts and sizes, BatchNorm momentum (log),
+from it, keeps the whole backbone frozen (its features are computed once per process and cached), and
+trains a *shared* dense trunk (1-2 layers, always present, so the per-task loss weights act on shared
+parameters) plus the heads. Searched: trunk/head dense-layer counts and sizes, BatchNorm momentum (log),
 dropout, per-task loss weights (log). Trials that completed trials dominate by a margin on every task
 are stopped early (EARLY_STOP). Defaults fit 10 minutes of 2 CPU cores.
 
-    make tune STUDY=fgo_regularization [TRIALS=48 EPOCHS=10]
+    make tune STUDY=fgo_regularization [TRIALS=120 EPOCHS=15]
 """
 
 from mtl.pruning import EarlyStop
@@ -21,20 +21,20 @@ from mtl.train import TrainConfig
 
 MANIFEST = "data_manifests/fgo_synth.csv"
 OBJECTIVES = ["gender", "region", "fighting_style", "alignment", "colors"]
-TRIALS = 48
-EPOCHS = 10
+TRIALS = 120
+EPOCHS = 15
 SAMPLER = "tpe"
-PRETRAIN = TrainConfig(backbone="resnet18", image_size=64, batch_size=32, epochs=15, augment=True)
-BASE = TrainConfig(backbone="resnet18", image_size=64, batch_size=32, freeze="layer3", augment=False,
+PRETRAIN = TrainConfig(backbone="resnet18", image_size=64, batch_size=32, epochs=30, augment=True)
+BASE = TrainConfig(backbone="resnet18", image_size=64, batch_size=32, freeze="all", augment=False,
                    lr_backbone=5e-4, lr_heads=1e-3, scheduler="cosine", patience=4)
-EARLY_STOP = EarlyStop(k=3, margin=0.02, min_epoch=3)
+EARLY_STOP = EarlyStop(k=2, margin=0.0, min_epoch=4)
 
 
 def search_space(trial, base: TrainConfig) -> TrainConfig:
-    n_trunk = trial.suggest_int("trunk_layers", 0, 1)
+    n_trunk = trial.suggest_int("trunk_layers", 1, 2)
     n_head = trial.suggest_int("head_layers", 0, 2)
-    # sizes are sampled only where a layer uses them (TPE handles the conditional space)
-    trunk = [trial.suggest_categorical("trunk_size", [128, 256, 512])] * n_trunk if n_trunk else []
+    # head sizes are sampled only where a head layer uses them (TPE handles the conditional space)
+    trunk = [trial.suggest_categorical("trunk_size", [128, 256, 512])] * n_trunk
     head = [trial.suggest_categorical("head_size", [64, 128, 256])] * n_head if n_head else []
     return base.replace(
         trunk_dims=trunk,

@@ -233,13 +233,13 @@ def data_ratios(model, w, opt, tasks, manifest_path, image_size, batch_size, dev
 
 def frozen_prefix(manifest_path: str, image_size: int, batch_size: int, quick: bool) -> dict:
     """frozen_prefix_vs_full: a trial epoch (train + val) fine-tuning everything with augmentation, divided
-    by one with the backbone frozen up to layer3 and its outputs cached (what the default study's trials do)."""
+    by one with the backbone frozen and its outputs cached (what the default study's trials do)."""
     from mtl.data.manifest import load_manifest
     from mtl.train import TrainConfig, fit
     m = load_manifest(manifest_path)
     epochs = 1 if quick else 3
     full = TrainConfig(image_size=image_size, batch_size=batch_size, epochs=epochs)
-    cached = full.replace(freeze="layer3", augment=False)
+    cached = full.replace(freeze="all", trunk_dims=[256], augment=False)
     fit(cached.replace(epochs=1), m)  # fills the image and feature caches, as the study's first trial does
     t_full = median_time(lambda: fit(full, m), 1, warmup=0) / epochs
     t_cached = median_time(lambda: fit(cached, m), 1 if quick else 3, warmup=1) / epochs

@@ -29,7 +29,7 @@ from mtl.losses import make_weighting, task_losses
 from mtl.metrics import TaskMetrics
 from mtl.model import FromPrefix, HydraNet, freeze_all_but, freeze_backbone
 from mtl.tasks import Task
-from mtl.warmstart import load_backbone
+from mtl.warmstart import backbone_state, load_backbone
 
 CHECKPOINT_KEYS = ("model", "config", "tasks")
 VAL_OUTPUTS = "val_outputs.pt"  # beside the checkpoints: each task's val outputs at its best epoch
@@ -302,7 +302,7 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
     if cfg.init and not init:
         load_backbone(model, cfg.init)
     if init:
-        model.load_state_dict(init["model"])
+        restore(model, init, TrainConfig.from_dict(init["config"]).init)
     freeze_backbone(model, cfg.freeze)
     if finetune:
         freeze_all_but(model, finetune)
@@ -358,16 +358,34 @@ def _cpu_state(model) -> dict:
 
 def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_state: dict, last_epoch: int) -> Path:
     """One file per distinct epoch (`epoch-<e>.pt`, plain dicts with the config) and `index.json`
-    mapping each task to its best epoch's file, plus `last`. Tasks that peak together share a file."""
+    mapping each task to its best epoch's file, plus `last`. Tasks that peak together share a file.
+    With a warm start (`init`), backbone weights still equal to the base are not stored again: the
+    checkpoint names its base in its config and `restore` puts them back (a frozen resnet18 backbone
+    is 43 MB a file that 40 trials would otherwise each write several times)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     states = {**states, last_epoch: states.get(last_epoch) or last_state}
+    base = backbone_state(cfg.init) if cfg.init else {}
     for epoch, state in states.items():
-        torch.save({"model": state, "config": cfg.to_dict(), "tasks": [t.to_dict() for t in tasks],
+        kept = {k: v for k, v in state.items()
+                if not (k.startswith("backbone.") and k[9:] in base and torch.equal(v, base[k[9:]]))}
+        torch.save({"model": kept, "config": cfg.to_dict(), "tasks": [t.to_dict() for t in tasks],
                     "epoch": epoch}, out_dir / f"epoch-{epoch}.pt")
     index = {"best": {k: {**v, "file": f"epoch-{v['epoch']}.pt"} for k, v in best.items()},
              "last": {"epoch": last_epoch, "file": f"epoch-{last_epoch}.pt"}}
     (out_dir / "index.json").write_text(json.dumps(index, indent=2))
     return out_dir
+
+
+def restore(model: HydraNet, ckpt: dict, init: str | None) -> None:
+    """Load a checkpoint's weights; backbone weights it left out come from its warm-start base `init`."""
+    state = ckpt["model"]
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing and init and all(k.startswith("backbone.") for k in missing) and all(k in own for k in state):
+        load_backbone(model, init)
+        model.load_state_dict(state, strict=False)
+    else:
+        model.load_state_dict(state)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -409,7 +427,7 @@ def model_from_checkpoint(ckpt: dict) -> tuple[HydraNet, TrainConfig, list[Task]
         raise UserError(f"{source}: its config or tasks do not fit this version of mtl ({e})") from None
     model = build_model(cfg.replace(weights=None), tasks)
     try:
-        model.load_state_dict(ckpt["model"])
+        restore(model, ckpt, cfg.init)
     except (RuntimeError, TypeError, AttributeError) as e:
         first = str(e).strip().splitlines()[0][:200]
         raise UserError(f"{source}: its weights do not fit the model its config describes ({first})") from None

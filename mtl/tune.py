@@ -19,7 +19,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -390,37 +389,31 @@ def worker(launch: Launch, n_trials: int, worker_index: int) -> None:
 
 def ensure_pretrain(study: Study, manifest, client, experiment_id: str, parent_id: str) -> str | None:
     """The study's PRETRAIN stage: trained once (a run with role `pretrain` under the parent), then reused by
-    every trial, worker and resume — found again by a key of its config and the manifest's content."""
+    every trial, worker, resume and any study with the same stage — found again by a key of its config and
+    the manifest's content. Returns its checkpoint as a `runs:/` URI, which every machine can resolve."""
     if study.pretrain is None:
         return None
     digest = hashlib.sha1(json.dumps(study.pretrain.to_dict(), sort_keys=True).encode())
     for f in (manifest.path, manifest.spec_path):
         digest.update(Path(f).read_bytes())
     key = digest.hexdigest()[:16]
-    local = Path("checkpoints") / "pretrain" / f"{key}.pt"  # studies with the same stage share it
-    found = client.search_runs([experiment_id], f"tags.`{ROLE_TAG}` = 'pretrain' and tags.`mtl.pretrain_key` = "
-                                                f"'{key}' and attributes.status = 'FINISHED'", max_results=1)
-    if not found and local.is_file():
-        print(f"pretrain stage: reusing {local} (same config and manifest, trained by another study)")
-        return str(local)
-    if not found:
+    where = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(where, f"tags.`{ROLE_TAG}` = 'pretrain' and tags.`mtl.pretrain_key` = '{key}' "
+                                      f"and attributes.status = 'FINISHED'", max_results=1)
+    if found:
+        run_id, ckpt = found[0].info.run_id, found[0].data.tags["checkpoint"]
+    else:
         print(f"pretrain stage ({study.pretrain.epochs} epochs, {study.pretrain.backbone}): training it once")
         tags = {STUDY_TAG: study.name, ROLE_TAG: "pretrain", "mtl.pretrain_key": key}
         with tracking.RunLogger(client, experiment_id, "pretrain", parent_id, tags) as run:
             run.log_params({**tracking.flatten_config(study.pretrain), "manifest": study.manifest})
             with tempfile.TemporaryDirectory(prefix="mtl-pretrain-") as tmp:
                 result = fit(study.pretrain, manifest, Path(tmp) / "checkpoints", on_epoch=run.log_epoch)
-                last = result.history[-1]["epoch"]
-                run.log_artifact(result.checkpoint_dir / f"epoch-{last}.pt", "checkpoints")
-                run.set_tags({"checkpoint": f"epoch-{last}.pt"})
-        found = client.search_runs([experiment_id], f"attributes.run_id = '{run.run_id}'")
-    if not local.is_file():  # another machine trained it, or the local copy was cleaned: fetch it
-        local.parent.mkdir(parents=True, exist_ok=True)
-        src = client.download_artifacts(found[0].info.run_id, f"checkpoints/{found[0].data.tags['checkpoint']}")
-        tmp_copy = local.with_suffix(".tmp")
-        shutil.copyfile(src, tmp_copy)
-        os.replace(tmp_copy, local)
-    return str(local)
+                ckpt = f"epoch-{result.history[-1]['epoch']}.pt"
+                run.log_artifact(result.checkpoint_dir / ckpt, "checkpoints")
+                run.set_tags({"checkpoint": ckpt})
+        run_id = run.run_id
+    return f"runs:/{run_id}/checkpoints/{ckpt}"
 
 
 def _parse_knobs(args) -> None:

@@ -171,3 +171,23 @@ def test_dominated_trial_is_pruned_and_its_run_finished(isolated_stores, fgo_sma
     from mtl.bench import pruned_epochs
     res = pruned_epochs("twins")  # 2 + 2 epochs budgeted, 2 + 1 run
     assert res["pruned_epoch_fraction"] == pytest.approx(0.25) and res["raw_pruning"]["pruned"] == 1
+
+
+def test_warm_started_checkpoints_store_only_what_differs_from_the_base(tmp_path, fgo_small):
+    """Frozen backbone weights equal to the warm-start base are not written again; loading puts them back
+    and the restored model answers exactly as during training."""
+    from mtl.ensemble import predict_split
+    from mtl.train import load_checkpoint, model_from_checkpoint
+    m = load_manifest(fgo_small)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "base.pth")
+    cfg = TrainConfig(image_size=32, batch_size=16, epochs=2, init=str(tmp_path / "base.pth"), freeze="all",
+                      augment=False, trunk_dims=[16])
+    res = fit(cfg, m, tmp_path / "ck")
+    ckpt = load_checkpoint(tmp_path / "ck" / f"epoch-{res.best['gender']['epoch']}.pt")
+    assert not any(k.startswith("backbone.") for k in ckpt["model"])
+    assert (tmp_path / "ck" / "epoch-1.pt").stat().st_size < 2_000_000  # the backbone alone is ~45 MB
+    out = predict_split(ckpt, m, "val")
+    assert torch.allclose(out["gender"], res.val_outputs["gender"], atol=1e-5)
+    model, _, _ = model_from_checkpoint(ckpt)
+    assert torch.equal(model.backbone.conv1.weight, torch.load(tmp_path / "base.pth")["conv1.weight"])
