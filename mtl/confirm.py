@@ -11,6 +11,8 @@ interrupted `confirm` resumes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -23,22 +25,26 @@ from mtl.data.manifest import load_manifest
 from mtl.ensemble import BASELINE_STUDY, predict_split
 from mtl.errors import UserError
 from mtl.train import TrainConfig, fit, load_checkpoint
-from mtl.tune import ROLE_TAG, STUDY_TAG, load_study, trial_config
+from mtl.tune import ROLE_TAG, STUDY_TAG, ensure_pretrain, load_study, trial_config
 
 SEED_BASE = 10_000  # trials ran with seeds 0, 1, 2, ... (base + trial number): these are new
 
 
-def configs_to_confirm(study, s, best: dict, epochs: int) -> list[tuple[str, TrainConfig, list[str]]]:
-    """(label, config, tasks it is best for): each distinct per-task best trial, then the rounds."""
+def configs_to_confirm(study, s, best: dict, epochs: int, warm_start) -> list[tuple[str, TrainConfig, list[str]]]:
+    """(label, config, tasks it is best for): each distinct per-task best trial, then the rounds — as their
+    trials ran them, warm-started from their study's PRETRAIN stage (`warm_start(study)`) where it has one."""
     by_trial: dict[int, list[str]] = {}
     for task, m in best.items():
         by_trial.setdefault(m.number, []).append(task)
     trials = {t.number: t for t in s.trials}
+    init = warm_start(study)
     out = [(f"trial-{n}", trial_config(study, optuna.trial.FixedTrial(trials[n].params), epochs), tasks)
            for n, tasks in sorted(by_trial.items())]
+    out = [(label, cfg if cfg.init or not init else cfg.replace(init=init), tasks) for label, cfg, tasks in out]
     rounds = study if study.configs else _rounds_study(study)
     if rounds is not None:
-        out += [(name, cfg.replace(epochs=epochs), []) for name, cfg in rounds.configs.items()]
+        r_init = init if rounds is study else warm_start(rounds)
+        out += [(name, cfg.replace(epochs=epochs, init=cfg.init or r_init), []) for name, cfg in rounds.configs.items()]
     return out
 
 
@@ -54,12 +60,15 @@ def run_one(client, exp_id: str, parent: str | None, study, manifest, tasks, lab
             seed: int) -> dict[str, float]:
     """One seed of one config: val best per task and the test score of that task's best-epoch checkpoint."""
     name = f"confirm-{label}-seed{seed}"
-    done = client.search_runs([exp_id], f"tags.`{ROLE_TAG}` = 'confirm' and attributes.run_name = '{name}' "
-                                        f"and attributes.status = 'FINISHED'", max_results=1)
-    if done:
-        return done[0].data.metrics
     cfg = cfg.replace(seed=seed)
-    tags = {STUDY_TAG: study.name, ROLE_TAG: "confirm", "mtl.confirm_of": label, "seed": seed}
+    digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    done = client.search_runs([exp_id], f"tags.`{ROLE_TAG}` = 'confirm' and attributes.run_name = '{name}' "
+                                        f"and tags.`mtl.config_digest` = '{digest}' and attributes.status = 'FINISHED'",
+                              max_results=1)
+    if done:  # the same config and seed finished before: reuse it (an interrupted confirm resumes)
+        return done[0].data.metrics
+    tags = {STUDY_TAG: study.name, ROLE_TAG: "confirm", "mtl.confirm_of": label, "seed": seed,
+            "mtl.config_digest": digest}
     with tracking.RunLogger(client, exp_id, name, parent, tags) as run:
         run.log_params({**tracking.flatten_config(cfg), "manifest": study.manifest, "confirm_of": label})
         with tempfile.TemporaryDirectory(prefix="mtl-confirm-") as tmp:
@@ -91,10 +100,11 @@ def main(args) -> int:
     manifest = load_manifest(study.manifest, check_images=True)
     tasks = [manifest.task(n) for n in study.objectives]
     epochs = args.epochs or study.epochs
-    configs = configs_to_confirm(study, s, best, epochs)
     client = tracking.get_client()
     exp_id = tracking.ensure_experiment(client, study.name)
     parent = find_parent(client, study.name)
+    configs = configs_to_confirm(study, s, best, epochs,
+                                 lambda st: ensure_pretrain(st, manifest, client, exp_id, parent))
     seeds = [SEED_BASE + k for k in range(args.seeds)]
     print(f"confirm '{study.name}': {len(configs)} config(s) x {len(seeds)} seed(s), {epochs} epochs each")
     results = {}

@@ -8,10 +8,13 @@ process or a failing trial can never leave the wrong run open.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
+import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import mlflow
@@ -149,6 +152,21 @@ class RunLogger:
             # another worker inserted the same dataset row first (unique per experiment): link to it
             time.sleep(0.2)
             self.client.log_inputs(self.run_id, inputs)
+
+    @contextlib.contextmanager
+    def artifact_dir(self, artifact_path: str):
+        """A directory whose files end up under the run's `artifact_path`. With a local artifact store
+        (the default `mlartifacts/`) it is that directory itself, so checkpoints are written once instead
+        of written and then copied; with a remote store, a temporary directory uploaded at the end."""
+        uri = self.client.get_run(self.run_id).info.artifact_uri
+        if uri.startswith("file://"):
+            path = Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path)) / artifact_path
+            path.mkdir(parents=True, exist_ok=True)
+            yield path
+            return
+        with tempfile.TemporaryDirectory(prefix="mtl-artifacts-") as tmp:
+            yield Path(tmp)
+            self.log_artifacts(Path(tmp), artifact_path)
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)

@@ -265,9 +265,9 @@ class Objective:
                             **{f"optuna.{k}": v for k, v in trial.params.items()}})
             run.log_dataset(self.manifest)
             t0 = time.perf_counter()
-            with tempfile.TemporaryDirectory(prefix="mtl-ckpt-") as tmp:
+            with run.artifact_dir("checkpoints") as ckpt_dir:
                 try:
-                    result = fit(cfg, self.manifest, Path(tmp) / "checkpoints", on_epoch=self.on_epoch(trial, run, cfg))
+                    result = fit(cfg, self.manifest, ckpt_dir, on_epoch=self.on_epoch(trial, run, cfg))
                 except DivergedError as e:
                     trial.set_user_attr("fail_reason", f"diverged: {e}")
                     raise
@@ -275,8 +275,6 @@ class Objective:
                     pruned = e
                     run.set_tags({"pruned": "true"})
                     run.log_metrics({"trial_seconds": time.perf_counter() - t0})
-                else:
-                    run.log_artifacts(result.checkpoint_dir, "checkpoints")
             if pruned is None:
                 values = self.log_result(trial, run, result, time.perf_counter() - t0)
         if pruned is not None:

@@ -141,6 +141,10 @@ def test_pretrain_stage_is_trained_once_and_warm_starts_every_trial(isolated_sto
     assert all(r.data.params["init"].endswith(".pt") and r.data.params["freeze"] == "layer3" for r in trials)
     parent = next(r for r in runs if r.data.tags.get("mtl.role") == "parent")
     hv = mlflow.MlflowClient().get_metric_history(parent.info.run_id, "study/hypervolume")
+    assert main(["confirm", "pre", "--seeds", "1", "--epochs", "1"]) == 0  # seed repeats warm-start like the trials
+    confirm = mlflow.search_runs(experiment_names=["pre"], filter_string="tags.`mtl.role` = 'confirm'",
+                                 output_format="list")
+    assert confirm and {r.data.params["init"] for r in confirm} == {trials[0].data.params["init"]}
     assert [h.step for h in sorted(hv, key=lambda h: h.step)] == [1, 2, 3]
     assert all(h.value >= 0 for h in hv)
 
