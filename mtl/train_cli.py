@@ -19,10 +19,14 @@ def baselines(manifest) -> dict[str, float]:
 
 
 def result_table(manifest, result, base: dict) -> str:
-    lines = [f"{'task':<16}{'metric':<8}{'constant':>10}{'ours':>10}{'epoch':>7}"]
+    """Per task: the best constant's val score, ours at its best epoch with a 95 % group-bootstrap interval."""
+    from mtl.bootstrap import split_intervals
+    ci = split_intervals(manifest.tasks, result.val_outputs, manifest, "val")
+    lines = [f"{'task':<16}{'metric':<8}{'constant':>10}{'ours [95 % interval]':>26}{'epoch':>7}"]
     for t in manifest.tasks:
         b = result.best.get(t.name, {"score": math.nan, "epoch": 0})
-        lines.append(f"{t.name:<16}{t.primary_metric:<8}{base[t.name]:>10.3f}{b['score']:>10.3f}{b['epoch']:>7}")
+        cell = str(ci[t.name]) if t.name in ci else f"{b['score']:.3f}"
+        lines.append(f"{t.name:<16}{t.primary_metric:<8}{base[t.name]:>10.3f}{cell:>26}{b['epoch']:>7}")
     return "\n".join(lines)
 
 
