@@ -137,6 +137,15 @@ def build_model(cfg: TrainConfig, tasks: list[Task]) -> HydraNet:
                     cfg.dropout, cfg.weights)
 
 
+def check_config(cfg: TrainConfig, tasks: list[Task]) -> None:
+    """Build what `fit` would build — backbone (and its weights), warm start, frozen stages — without
+    training, so a bad backbone, `init` or `freeze` is one clear line before anything runs."""
+    model = build_model(cfg, tasks)
+    if cfg.init:
+        load_backbone(model, cfg.init)
+    freeze_backbone(model, cfg.freeze)
+
+
 def autocast(device: torch.device, enabled: bool):
     if device.type != "cuda" or not enabled:
         return contextlib.nullcontext()

@@ -35,7 +35,7 @@ from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.metrics import constant_score
 from mtl.pruning import CURVE_ATTR, EarlyStop, hypervolume, should_stop
-from mtl.train import DivergedError, TrainConfig, fit
+from mtl.train import DivergedError, TrainConfig, check_config, fit
 
 EXPERIMENTS = Path("experiments")
 STUDY_TAG = "mtl.study"
@@ -113,8 +113,10 @@ def trial_config(study: Study, trial, epochs: int) -> TrainConfig:
     return cfg
 
 
-def check_search_space(study: Study, task_names: list[str]) -> None:
-    """Sample once on a throwaway in-memory study so a broken search space fails before any training."""
+def check_search_space(study: Study, tasks) -> None:
+    """Sample once on a throwaway in-memory study, and build that config's model (backbone, weights, init,
+    freeze) and the PRETRAIN stage's, so a broken study fails in one line before any training."""
+    task_names = [t.name for t in tasks]
     probe = optuna.create_study(directions=["maximize"] * len(study.objectives))
     trial = probe.ask()
     try:
@@ -126,6 +128,12 @@ def check_search_space(study: Study, task_names: list[str]) -> None:
     bad = set(cfg.loss_weights) - set(task_names)
     if bad:
         raise UserError(f"{study.path}: loss weights for unknown task(s) {', '.join(sorted(bad))}")
+    for what, c in (("search space", cfg), ("PRETRAIN", study.pretrain)):
+        if c is not None:
+            try:
+                check_config(c, tasks)
+            except UserError as e:
+                raise UserError(f"{study.path}: {what}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -449,7 +457,7 @@ def main(args) -> int:
     missing = [o for o in study.objectives if o not in {t.name for t in manifest.tasks}]
     if missing:
         raise UserError(f"{study.path}: objective task(s) {', '.join(missing)} not in {manifest.path}")
-    check_search_space(study, [t.name for t in manifest.tasks])
+    check_search_space(study, manifest.tasks)
     storage_url = args.storage or default_storage(study.name)
     trials = args.trials or study.trials
     epochs = args.epochs or study.epochs

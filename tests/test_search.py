@@ -195,3 +195,19 @@ def test_warm_started_checkpoints_store_only_what_differs_from_the_base(tmp_path
     assert torch.allclose(out["gender"], res.val_outputs["gender"], atol=1e-5)
     model, _, _ = model_from_checkpoint(ckpt)
     assert torch.equal(model.backbone.conv1.weight, torch.load(tmp_path / "base.pth")["conv1.weight"])
+
+
+@pytest.mark.parametrize("change,needle", [
+    ('freeze="layer9"', "search space: freeze=layer9: no such backbone stage"),
+    ('init="nowhere.pt"', "search space: init=nowhere.pt: no such file or directory"),
+])
+def test_bad_freeze_or_init_in_a_study_is_one_line_before_any_trial(isolated_stores, fgo_small, capsys, change,
+                                                                    needle):
+    (isolated_stores / "experiments").mkdir()
+    text = STUDY.format(manifest=fgo_small).replace("BASE = TrainConfig(image_size=32, batch_size=16)",
+                                                    f"BASE = TrainConfig(image_size=32, batch_size=16, {change})")
+    (isolated_stores / "experiments" / "broken.py").write_text(text)
+    assert main(["tune", "broken"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not (isolated_stores / "optuna" / "broken.log").exists()  # nothing created

@@ -126,6 +126,6 @@ def test_every_committed_study_loads_and_samples():
     for n in names:
         s = load_study(n)
         m, _ = read_manifest(s.manifest)
-        check_search_space(s, [t.name for t in m.tasks])
+        check_search_space(s, m.tasks)  # also builds each config's model: backbone, init, freeze
         assert s.doc and "make tune STUDY=" in s.doc
 
