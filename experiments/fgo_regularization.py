@@ -11,7 +11,7 @@ from it, keeps the whole backbone frozen (its features are computed once per pro
 trains a *shared* dense trunk (1-2 layers, always present, so the per-task loss weights act on shared
 parameters) plus the heads. Searched: trunk/head dense-layer counts and sizes, BatchNorm momentum (log),
 dropout, per-task loss weights (log). Trials that completed trials dominate by a margin on every task
-are stopped early (EARLY_STOP). Defaults fit 10 minutes of 2 CPU cores.
+are stopped early (EARLY_STOP). Defaults take about 5 minutes on 2 CPU cores (the budget is 10).
 
     make tune STUDY=fgo_regularization [TRIALS=120 EPOCHS=15]
 """

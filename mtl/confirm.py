@@ -38,13 +38,17 @@ def configs_to_confirm(study, s, best: dict, epochs: int, warm_start) -> list[tu
         by_trial.setdefault(m.number, []).append(task)
     trials = {t.number: t for t in s.trials}
     init = warm_start(study)
-    out = [(f"trial-{n}", trial_config(study, optuna.trial.FixedTrial(trials[n].params), epochs), tasks)
-           for n, tasks in sorted(by_trial.items())]
+    out = [] if study.configs else [  # a rounds study is confirmed by its rounds, once each
+        (f"trial-{n}", trial_config(study, optuna.trial.FixedTrial(trials[n].params),
+                                    epochs or trials[n].user_attrs.get("epochs", study.epochs)), tasks)
+        for n, tasks in sorted(by_trial.items())]
     out = [(label, cfg if cfg.init or not init else cfg.replace(init=init), tasks) for label, cfg, tasks in out]
     rounds = study if study.configs else _rounds_study(study)
     if rounds is not None:
         r_init = init if rounds is study else warm_start(rounds)
-        out += [(name, cfg.replace(epochs=epochs, init=cfg.init or r_init), []) for name, cfg in rounds.configs.items()]
+        best_for = {trials[n].params.get("round"): t for n, t in by_trial.items()} if rounds is study else {}
+        out += [(name, cfg.replace(epochs=epochs or rounds.epochs, init=cfg.init or r_init), best_for.get(name, []))
+                for name, cfg in rounds.configs.items()]
     return out
 
 
@@ -99,21 +103,22 @@ def main(args) -> int:
     study, s, _, best, _ = select(args.study, args.storage)
     manifest = load_manifest(study.manifest, check_images=True)
     tasks = [manifest.task(n) for n in study.objectives]
-    epochs = args.epochs or study.epochs
+    epochs = args.epochs  # None: each config with the epochs its trials ran
     client = tracking.get_client()
     exp_id = tracking.ensure_experiment(client, study.name)
     parent = find_parent(client, study.name)
     configs = configs_to_confirm(study, s, best, epochs,
                                  lambda st: ensure_pretrain(st, manifest, client, exp_id, parent))
     seeds = [SEED_BASE + k for k in range(args.seeds)]
-    print(f"confirm '{study.name}': {len(configs)} config(s) x {len(seeds)} seed(s), {epochs} epochs each")
+    span = f"{epochs} epochs" if epochs else "the epochs their trials ran"
+    print(f"confirm '{study.name}': {len(configs)} config(s) x {len(seeds)} seed(s), {span}")
     results = {}
     for label, cfg, _ in configs:
         results[label] = [run_one(client, exp_id, parent, study, manifest, tasks, label, cfg, sd) for sd in seeds]
         print(f"  {label}: " + "  ".join(f"{t.name} {mean_sd([r[f'test/{t.metric_key}'] for r in results[label]])}"
                                          for t in tasks))
 
-    lines = [f"# {study.name}: seed repeats ({len(seeds)} seeds, {epochs} epochs; mean ± sd over seeds)", "",
+    lines = [f"# {study.name}: seed repeats ({len(seeds)} seeds, {span}; mean ± sd over seeds)", "",
              "Each task's best val score over epochs, and the test score of that epoch's checkpoint. "
              "`*` marks the tasks a trial was the val-selected best for.", "",
              "| config | split | " + " | ".join(f"{t.name} {t.primary_metric}" for t in tasks) + " |",

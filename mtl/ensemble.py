@@ -181,16 +181,17 @@ class CheckpointCache:
         return {t.name: self.task_output(run_id, t.name) for t in tasks}
 
 
-def baseline_members(study, manifest) -> list[tuple[str, str]]:
-    """(round name, run id) of the fgo_rounds trials when that study was run on the same manifest."""
+def baseline_members(study, manifest, storage: str | None = None) -> list[tuple[str, str]]:
+    """(round name, run id) of the fgo_rounds trials when that study was run on the same manifest, with the
+    same objectives (in the same Optuna storage when one is given)."""
     from mtl.pareto import open_existing
     if study.name == BASELINE_STUDY or not (Path("experiments") / f"{BASELINE_STUDY}.py").is_file():
         return []
     try:
-        base, _, done = open_existing(BASELINE_STUDY, None)
+        base, _, done = open_existing(BASELINE_STUDY, storage if storage and "://" in storage else None)
     except UserError:
         return []
-    if Path(base.manifest).resolve() != Path(study.manifest).resolve():
+    if Path(base.manifest).resolve() != Path(study.manifest).resolve() or set(base.objectives) != set(study.objectives):
         return []
     return [(str(t.params.get("round", f"trial-{t.number}")), t.user_attrs["mlflow_run_id"]) for t in done]
 
@@ -239,6 +240,8 @@ def final_scores(tasks, manifest, outputs: dict[str, dict[str, torch.Tensor]], r
 
 def main(args) -> int:
     from mtl.pareto import find_parent, select
+    if args.top_k < 0:
+        raise UserError(f"--top-k {args.top_k}: must be 0 (the whole front) or a positive number")
     study, s, front, best, _ = select(args.study, args.storage)
     manifest = load_manifest(study.manifest, check_images=True)
     tasks = [manifest.task(n) for n in study.objectives]
@@ -253,7 +256,7 @@ def main(args) -> int:
                for name in ("routing", "averaging", "greedy", "chosen")}
     outputs["chosen on val"] = outputs.pop("chosen")
     outputs.update({f"trial-{n}": out for n, out in members.items()})
-    rounds = baseline_members(study, manifest)
+    rounds = baseline_members(study, manifest, args.storage)
     outputs.update({name: test.member(run_id, tasks) for name, run_id in rounds})
     final = final_scores(tasks, manifest, outputs, [name for name, _ in rounds])
 

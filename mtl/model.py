@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from mtl.errors import UserError
 from mtl.tasks import Task
@@ -130,21 +129,21 @@ class HydraNet(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if mode:  # frozen layers behave as at inference: BatchNorm stats fixed, no dropout noise
+        if mode:  # frozen layers behave as at inference: BatchNorm stats fixed, no dropout or stochastic depth
             for m in self.modules():
-                if getattr(m, "_mtl_frozen", False) and isinstance(m, (_BatchNorm, nn.Dropout)):
+                if getattr(m, "_mtl_frozen", False):
                     m.eval()
         return self
 
 
 def freeze(module: nn.Module) -> None:
-    """Stop gradients through `module` and keep its BatchNorm/Dropout in eval mode (see HydraNet.train)."""
+    """Stop gradients through `module` and keep it in eval mode across `model.train()` (see HydraNet.train):
+    BatchNorm statistics fixed, no dropout or stochastic depth."""
     for p in module.parameters():
         p.requires_grad_(False)
     for m in module.modules():
         m._mtl_frozen = True
-        if isinstance(m, (_BatchNorm, nn.Dropout)):
-            m.eval()
+    module.eval()
 
 
 FREEZE_ALL = "all"

@@ -83,7 +83,8 @@ def select(name: str, storage: str | None = None):
     front_idx = pareto_front(values, dirs)
     optuna_front = {t.number for t in s.best_trials}
     if {done[i].number for i in front_idx} != optuna_front:
-        raise RuntimeError(f"Pareto front disagrees with Optuna's best_trials: {optuna_front}")
+        raise UserError(f"study '{name}': the Pareto front of its completed, tracked trials differs from Optuna's "
+                        f"best_trials {sorted(optuna_front)} (a completed trial without an MLflow run?)")
     members = [Member(t.number, t.user_attrs["mlflow_run_id"], list(t.values)) for t in done]
     client = tracking.get_client()
     for m in members:  # the scores Optuna holds are the ones MLflow shows

@@ -29,7 +29,7 @@ from mtl.losses import make_weighting, task_losses
 from mtl.metrics import TaskMetrics
 from mtl.model import FromPrefix, HydraNet, freeze_all_but, freeze_backbone
 from mtl.tasks import Task
-from mtl.warmstart import backbone_state, load_backbone
+from mtl.warmstart import backbone_state, canonical, load_backbone
 
 CHECKPOINT_KEYS = ("model", "config", "tasks")
 VAL_OUTPUTS = "val_outputs.pt"  # beside the checkpoints: each task's val outputs at its best epoch
@@ -269,7 +269,8 @@ def make_loaders(cfg: TrainConfig, manifest: Manifest, model: HydraNet, device: 
     x = {split: cached_images(manifest.image_paths(split), cfg.image_size) for split in ("train", "val")}
     net = model
     if cfg.freeze != "none" and cfg.feature_cache and not cfg.augment:
-        x = {split: prefix_features(model, cfg.freeze, imgs, device, (str(manifest.path), split, cfg.image_size))
+        x = {split: prefix_features(model, cfg.freeze, imgs, device,
+                                    (hash(tuple(map(str, manifest.image_paths(split)))), cfg.image_size))
              for split, imgs in x.items()}
         net = FromPrefix(model, cfg.freeze)
     n = len(x["train"])  # BatchNorm needs batches > 1: drop a last batch of one
@@ -303,6 +304,7 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
 
     `init` is a checkpoint dict to start from; `finetune=TASK` trains that head only, the rest frozen.
     """
+    cfg = cfg.replace(init=canonical(cfg.init))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     tasks = [Task.from_dict(t) for t in init["tasks"]] if init else manifest.tasks
@@ -373,7 +375,10 @@ def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_s
     is 43 MB a file that 40 trials would otherwise each write several times)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     states = {**states, last_epoch: states.get(last_epoch) or last_state}
-    base = backbone_state(cfg.init) if cfg.init else {}
+    try:
+        base = backbone_state(cfg.init) if cfg.init else {}
+    except UserError:  # the base moved since training started: store every weight rather than lose them
+        base = {}
     for epoch, state in states.items():
         kept = {k: v for k, v in state.items()
                 if not (k.startswith("backbone.") and k[9:] in base and torch.equal(v, base[k[9:]]))}

@@ -197,7 +197,7 @@ def duplicate_of(trial: optuna.Trial) -> int | None:
     """The number of an earlier trial (complete, running or pruned) with exactly these parameters."""
     states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
     for t in trial.study.get_trials(deepcopy=False, states=states):
-        if t.number != trial.number and t.params == trial.params and "duplicate_of" not in t.user_attrs:
+        if t.number < trial.number and t.params == trial.params and "duplicate_of" not in t.user_attrs:
             return t.number
     return None
 
@@ -457,6 +457,10 @@ def main(args) -> int:
     missing = [o for o in study.objectives if o not in {t.name for t in manifest.tasks}]
     if missing:
         raise UserError(f"{study.path}: objective task(s) {', '.join(missing)} not in {manifest.path}")
+    _, val_masks = manifest.targets("val")
+    unlabelled = [o for o in study.objectives if not val_masks[o].any()]
+    if unlabelled:
+        raise UserError(f"{manifest.path}: objective task(s) {', '.join(unlabelled)} have no label in the val split")
     check_search_space(study, manifest.tasks)
     storage_url = args.storage or default_storage(study.name)
     trials = args.trials or study.trials

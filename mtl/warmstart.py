@@ -21,6 +21,14 @@ CLASSIFIER_PREFIXES = ("fc.", "classifier.", "heads.", "head.")
 _STATES: dict[str, dict] = {}  # resolved source -> backbone state, shared by the trials of a process
 
 
+def canonical(source: str | None) -> str | None:
+    """A local path made absolute (so a checkpoint that names its base still finds it from another
+    working directory); MLflow URIs as they are."""
+    if not source or source.startswith(("models:/", "runs:/")):
+        return source
+    return str(Path(source).resolve())
+
+
 def resolve(source: str) -> Path:
     """A local path for `source`, downloading MLflow URIs (models:/, runs:/) first."""
     if source.startswith(("models:/", "runs:/")):
@@ -55,6 +63,9 @@ def backbone_state(source: str) -> dict[str, torch.Tensor]:
             raise UserError(f"init={source}: not a readable state dict ({type(e).__name__})") from None
     if isinstance(obj, dict) and all(k in obj for k in CHECKPOINT_KEYS):  # an mtl checkpoint
         state = {k[len("backbone."):]: v for k, v in obj["model"].items() if k.startswith("backbone.")}
+        base = (obj.get("config") or {}).get("init")
+        if base and base != source:  # it stored only what differs from its own warm-start base
+            state = {**backbone_state(base), **state}
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = {k: v for k, v in obj.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     else:

@@ -195,6 +195,16 @@ def test_warm_started_checkpoints_store_only_what_differs_from_the_base(tmp_path
     assert torch.allclose(out["gender"], res.val_outputs["gender"], atol=1e-5)
     model, _, _ = model_from_checkpoint(ckpt)
     assert torch.equal(model.backbone.conv1.weight, torch.load(tmp_path / "base.pth")["conv1.weight"])
+    # the stripped checkpoint is itself a warm start: its base fills what it left out
+    other = build_model(TrainConfig(), m.tasks)
+    load_backbone(other, str(tmp_path / "ck"))
+    assert torch.equal(other.backbone.conv1.weight, model.backbone.conv1.weight)
+    # frozen modules (all of them, not only BatchNorm/Dropout) stay at inference behaviour through train()
+    from mtl.model import freeze_backbone
+    freeze_backbone(model, "layer2")
+    model.train()
+    assert all(not mod.training for mod in model.backbone.layer2.modules())
+    assert model.backbone.layer3.training and model.heads.training
 
 
 @pytest.mark.parametrize("change,needle", [
@@ -211,3 +221,25 @@ def test_bad_freeze_or_init_in_a_study_is_one_line_before_any_trial(isolated_sto
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
     assert not (isolated_stores / "optuna" / "broken.log").exists()  # nothing created
+
+
+def test_objective_without_val_labels_and_negative_top_k_are_one_line(isolated_stores, fgo_small, capsys, tmp_path):
+    import shutil
+    dst = tmp_path / "set"
+    shutil.copytree(fgo_small.parent, dst)
+    csv = dst / fgo_small.name
+    rows = csv.read_text().splitlines()
+    head = rows[0].split(",")
+    col = head.index("alignment")
+    for i, row in enumerate(rows[1:], 1):
+        cells = row.split(",")
+        if cells[2] == "val":
+            cells[col] = ""
+            rows[i] = ",".join(cells)
+    csv.write_text("\n".join(rows) + "\n")
+    (isolated_stores / "experiments").mkdir()
+    (isolated_stores / "experiments" / "noval.py").write_text(STUDY.format(manifest=csv))
+    assert main(["tune", "noval"]) == 2
+    assert "objective task(s) alignment have no label in the val split" in capsys.readouterr().err
+    assert main(["ensemble", "noval", "--top-k", "-1"]) == 2
+    assert "--top-k -1: must be 0" in capsys.readouterr().err
