@@ -28,6 +28,7 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_SOURCE_NAME,
 )
 
+FLUSH_SECONDS = 2.0  # per-epoch metrics reach the store at least this often (and at the end of the run)
 RENAMES = {"trunk_dims": "trunk.dims", "head_dims": "head.dims", "bn_momentum": "bn.momentum",
            "bn_eps": "bn.eps", "lr_backbone": "lr.backbone", "lr_heads": "lr.heads",
            "dwa_temperature": "dwa.temperature"}
@@ -113,6 +114,8 @@ class RunLogger:
             run_id = run.info.run_id
         self.run_id = run_id
         self.status = None
+        self._pending: list[Metric] = []  # per-epoch metrics not yet written (see log_epoch)
+        self._flushed = time.monotonic()
 
     def __enter__(self):
         return self
@@ -135,12 +138,21 @@ class RunLogger:
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
+        self._write([Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None])
+
+    def _write(self, items: list) -> None:
+        items, self._pending = self._pending + items, []
+        self._flushed = time.monotonic()
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
 
     def log_epoch(self, epoch: int, row: dict) -> None:
-        self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        """Per-epoch metrics (step = epoch), written at most every FLUSH_SECONDS and when the run ends: a
+        2-second trial of 15 epochs makes one database commit instead of 15 (each is ~10 ms on SQLite)."""
+        ts = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), ts, epoch) for k, v in row.items() if k != "epoch" and v is not None]
+        if time.monotonic() - self._flushed >= FLUSH_SECONDS:
+            self._write([])
 
     def log_dataset(self, manifest, context: str = "training") -> None:
         """The manifest as an MLflow dataset input (name, source path and content digest)."""
@@ -177,6 +189,11 @@ class RunLogger:
     def end(self, status: str = "FINISHED", reason: str | None = None) -> None:
         if self.status is not None:
             return
+        if self._pending:
+            try:
+                self._write([])
+            except MlflowException:
+                pass  # a store that went away must not hide why the run ended
         if reason:
             try:
                 self.set_tags({"mtl.failure": reason[:5000]})
