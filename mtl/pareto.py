@@ -180,7 +180,9 @@ def plot_front(objectives: list[str], members: list[Member], front: list[Member]
         fig, ax = plt.subplots(figsize=(2 + 1.6 * k, 4.5))
         cols = list(zip(*[m.values for m in members]))
         lo, hi = [min(c) for c in cols], [max(c) for c in cols]
-        colour = {n: f"C{i % 10}" for i, n in enumerate(sorted(front_ids))}
+        # members on a colour scale with no grey in it: grey means dominated
+        n_front = max(1, len(front_ids) - 1)
+        colour = {n: plt.cm.turbo(0.05 + 0.9 * i / n_front) for i, n in enumerate(sorted(front_ids))}
         for m in sorted(members, key=lambda m: m.number in front_ids):
             ys = [(v - a) / (b - a) if b > a else 0.5 for v, a, b in zip(m.values, lo, hi)]
             on = m.number in front_ids
