@@ -22,5 +22,5 @@ def search_space(trial, base: TrainConfig) -> TrainConfig:
         cfg = cfg.replace(loss_weights={t: trial.suggest_float(f"loss_weight.{t}", 0.01, 3.0, log=True)
                                         for t in OBJECTIVES})
     elif weighting == "dwa":
-        cfg = cfg.replace(dwa_temperature=trial.suggest_float("dwa_temperature", 0.5, 5.0, log=True))
+        cfg = cfg.replace(weighting_args={"temperature": trial.suggest_float("dwa.temperature", 0.5, 5.0, log=True)})
     return cfg

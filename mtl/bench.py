@@ -20,13 +20,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from mtl.data.render import FGO_TASKS
-from mtl.losses import make_weighting, task_losses
+from mtl.losses import task_losses
+from mtl.methods import make_criterion
 from mtl.model import HydraNet, make_backbone
 from mtl.tasks import Task
 
 TARGETS = {"step_vs_bare": ">= 0.90", "shared_vs_seed002": ">= 2.8", "epoch_vs_step": ">= 0.95",
            "frozen_prefix_vs_full": ">= 5", "pruned_epoch_fraction": "report (default study)",
            "cached_vs_decode": "report", "heads_8_vs_1": "<= 1.10", "tracking_overhead_pct": "<= 2",
+           "jacobian_step_vs_fixed": "report (aim <= 1.5)",
            "gflops_vs_matmul": "report", "amp_vs_fp32": "report (CUDA only)"}
 
 
@@ -50,23 +52,30 @@ def fgo_tasks() -> list[Task]:
 
 def random_targets(tasks, b, device, missing=0.1):
     g = torch.Generator().manual_seed(0)
-    tg, mk = {}, {}
-    for t in tasks:
-        if t.kind == "multiclass":
-            tg[t.name] = torch.randint(0, len(t.classes), (b,), generator=g)
-        elif t.kind == "multilabel":
-            tg[t.name] = (torch.rand(b, len(t.classes), generator=g) > 0.6).float()
-        elif t.kind == "binary":
-            tg[t.name] = (torch.rand(b, generator=g) > 0.5).float()
-        else:
-            tg[t.name] = torch.rand(b, generator=g) * 80
-        mk[t.name] = torch.rand(b, generator=g) > missing
+    tg = {t.name: t.spec.random_targets(t, b, g) for t in tasks}
+    mk = {t.name: torch.rand(b, generator=g) > missing for t in tasks}
     return {k: v.to(device) for k, v in tg.items()}, {k: v.to(device) for k, v in mk.items()}
 
 
-def hydra_step(model, weighting, opt, x, tg, mk, tasks):
+def criterion(name: str, tasks, device, model=None):
+    from mtl.train import TrainConfig, shared_params
+    return make_criterion(TrainConfig(weighting=name), tasks, shared_params(model) if model else None).to(device)
+
+
+def hydra_step(model, crit, opt, x, tg, mk, tasks=None):
+    """One training step as `train_one_epoch` takes it: shared features once, the criterion's backward."""
     def step():
-        total = weighting(task_losses(tasks, model(x), tg, mk))
+        features = model.features(x)
+        opt.zero_grad(set_to_none=True)
+        crit.backward(features, model.heads_forward, tg, mk)
+        opt.step()
+    return step
+
+
+def summed_step(model, crit, opt, x, tg, mk, tasks):
+    """A step on the weighted sum of the model's outputs' losses (for models without a features/heads split)."""
+    def step():
+        total = crit(task_losses(tasks, model(x), tg, mk))
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -99,9 +108,8 @@ class Seed002HydraNet(torch.nn.Module):
 
     def _one(self, x, name):
         h = self.inner.features(x)
-        y = self.inner.heads[name](h)
         t = self.inner.tasks[name]
-        return y.squeeze(-1) if t.kind in ("binary", "regression") else y
+        return t.spec.head_output(t, self.inner.heads[name](h))
 
 
 def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest="data_manifests/fgo_synth.csv"):
@@ -118,7 +126,7 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
     tasks = fgo_tasks()
     tg, mk = random_targets(tasks, batch_size, device)
     model = HydraNet(tasks, backbone).to(device).train()
-    w = make_weighting("uncertainty", tasks).to(device)
+    w = criterion("uncertainty", tasks, device)
     opt = torch.optim.AdamW(list(model.parameters()) + list(w.parameters()), 1e-3)
     t_ours = median_time(hydra_step(model, w, opt, x, tg, mk, tasks), reps)
     y = torch.randint(0, 10, (batch_size,), device=device)
@@ -131,11 +139,11 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
            Task("race", "multiclass", ("a", "b", "c", "d", "e"))]
     tg3, mk3 = random_targets(utk, batch_size, device, missing=0.0)
     m3 = HydraNet(utk, backbone).to(device).train()
-    w3 = make_weighting("fixed", utk)
+    w3 = criterion("fixed", utk, device)
     o3 = torch.optim.AdamW(m3.parameters(), 1e-3)
-    t_shared = median_time(hydra_step(m3, w3, o3, x, tg3, mk3, utk), reps)
+    t_shared = median_time(summed_step(m3, w3, o3, x, tg3, mk3, utk), reps)
     seed = Seed002HydraNet(m3)
-    t_seed = median_time(hydra_step(seed, w3, o3, x, tg3, mk3, utk), reps)
+    t_seed = median_time(summed_step(seed, w3, o3, x, tg3, mk3, utk), reps)
     res["shared_vs_seed002"] = t_seed / t_shared
     res["raw"].update(shared_3head_img_s=ips(t_shared), seed002_img_s=ips(t_seed))
 
@@ -144,11 +152,21 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
         ts = [Task(f"t{i}", "multiclass", tuple("abcdefgh")) for i in range(n)]
         tgn, mkn = random_targets(ts, batch_size, device)
         mn = HydraNet(ts, backbone).to(device).train()
-        wn = make_weighting("fixed", ts)
+        wn = criterion("fixed", ts, device)
         return median_time(hydra_step(mn, wn, torch.optim.AdamW(mn.parameters(), 1e-3), x, tgn, mkn, ts), reps)
     t1, t8 = heads(1), heads(8)
     res["heads_8_vs_1"] = t8 / t1
     res["raw"].update(heads_1_img_s=ips(t1), heads_8_img_s=ips(t8))
+
+    # jacobian_step_vs_fixed: a torchjd UPGrad step (Jacobian on the shared features) vs the plain sum, 5 tasks
+    def method_time(name):
+        torch.manual_seed(0)
+        mj = HydraNet(tasks, backbone).to(device).train()
+        cj = criterion(name, tasks, device, mj)
+        return median_time(hydra_step(mj, cj, torch.optim.AdamW(mj.parameters(), 1e-3), x, tg, mk), reps)
+    t_fixed, t_upgrad = method_time("fixed"), method_time("upgrad")
+    res["jacobian_step_vs_fixed"] = t_upgrad / t_fixed
+    res["raw"].update(fixed_img_s=ips(t_fixed), upgrad_img_s=ips(t_upgrad))
 
     # gflops_vs_matmul
     from torch.utils.flop_counter import FlopCounterMode
@@ -166,7 +184,7 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
     # amp_vs_fp32 (CUDA only)
     if device.type == "cuda":
         mc = HydraNet(tasks, backbone).to(device).to(memory_format=torch.channels_last).train()
-        wc = make_weighting("uncertainty", tasks).to(device)
+        wc = criterion("uncertainty", tasks, device)
         oc = torch.optim.AdamW(list(mc.parameters()) + list(wc.parameters()), 1e-3)
         xc = x.to(memory_format=torch.channels_last)
         inner = hydra_step(mc, wc, oc, xc, tg, mk, tasks)
@@ -253,7 +271,7 @@ def pruned_epochs(study: str = "fgo_regularization") -> dict:
     from optuna.trial import TrialState
 
     from mtl.pruning import CURVE_ATTR
-    from mtl.tune import default_storage, make_storage
+    from mtl.studies import default_storage, make_storage
     path = Path(default_storage(study))
     if not path.is_file():
         return {"pruned_epoch_fraction": None}

@@ -47,30 +47,13 @@ def sample_stats(task: Task, outputs, targets, mask) -> np.ndarray:
     """Per-sample sufficient statistics of the task's primary metric, (N, k); unlabelled rows are 0.
 
     Predictions follow the metrics' thresholds: logit > 0 (binary, multilabel), argmax (multiclass)."""
-    out = np.asarray(outputs, dtype=np.float64)
-    tgt = np.asarray(targets)
-    m = np.asarray(mask, dtype=bool)
-    if task.kind == "regression":
-        return np.stack([np.where(m, np.abs(out - tgt), 0.0), m.astype(np.float64)], axis=1)
-    if task.kind == "multilabel":
-        pred, pos = out > 0, tgt > 0.5
-        tp = (pred & pos).sum(1) * m
-        fp = (pred & ~pos).sum(1) * m
-        fn = (~pred & pos).sum(1) * m
-        return np.stack([tp, fp, fn], axis=1).astype(np.float64)
-    pred = out.argmax(-1) if task.kind == "multiclass" else (out > 0).astype(np.int64)
-    correct = (pred == tgt.astype(np.int64)) & m
-    return np.stack([correct, m], axis=1).astype(np.float64)
+    return task.spec.sample_stats(task, np.asarray(outputs, dtype=np.float64), np.asarray(targets),
+                                  np.asarray(mask, dtype=bool))
 
 
 def metric_from_sums(task: Task, sums: np.ndarray) -> np.ndarray:
     """The primary metric from summed statistics (..., k); NaN where nothing was labelled."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if task.kind == "multilabel":
-            tp, fp, fn = sums[..., 0], sums[..., 1], sums[..., 2]
-            denom = 2 * tp + fp + fn
-            return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
-        return np.where(sums[..., 1] > 0, sums[..., 0] / np.where(sums[..., 1] > 0, sums[..., 1], 1), np.nan)
+    return task.spec.metric_from_sums(sums)
 
 
 def point(task: Task, stats: np.ndarray) -> float:

@@ -24,8 +24,9 @@ from mtl.bootstrap import point, sample_stats
 from mtl.data.manifest import load_manifest
 from mtl.ensemble import BASELINE_STUDY, predict_split
 from mtl.errors import UserError
+from mtl.studies import ROLE_TAG, STUDY_TAG, load_study, trial_config
 from mtl.train import TrainConfig, fit, load_checkpoint
-from mtl.tune import ROLE_TAG, STUDY_TAG, ensure_pretrain, load_study, trial_config
+from mtl.tune import ensure_pretrain
 
 SEED_BASE = 10_000  # trials ran with seeds 0, 1, 2, ... (base + trial number): these are new
 

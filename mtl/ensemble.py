@@ -38,20 +38,12 @@ GREEDY_STEPS = 25
 
 
 def to_prob(task: Task, out: torch.Tensor) -> torch.Tensor:
-    if task.kind in ("binary", "multilabel"):
-        return torch.sigmoid(out)
-    if task.kind == "multiclass":
-        return torch.softmax(out, dim=-1)
-    return out
+    return task.spec.to_prob(out)
 
 
 def from_prob(task: Task, p: torch.Tensor) -> torch.Tensor:
     """Back to the head's output space (logits), so metrics and captions treat ensembles like models."""
-    if task.kind in ("binary", "multilabel"):
-        return torch.logit(p.clamp(1e-6, 1 - 1e-6))
-    if task.kind == "multiclass":
-        return p.clamp_min(1e-12).log()
-    return p
+    return task.spec.from_prob(p)
 
 
 def average(task: Task, outputs: list[torch.Tensor], weights: list[float] | None = None) -> torch.Tensor:

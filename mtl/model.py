@@ -63,7 +63,7 @@ def make_backbone(name: str, weights: str | None = None) -> tuple[nn.Module, int
 
 class HydraNet(nn.Module):
     """Backbone -> trunk -> {task: head}. `forward` returns dict[task, Tensor]: (B,) for binary and
-    regression, (B, C) for multiclass and multilabel. Regression heads output center + scale * z."""
+    regression, (B, C) for multiclass and multilabel (each kind's `head_output`, mtl/kinds)."""
 
     def __init__(self, tasks: list[Task], backbone: str = "resnet18", trunk_dims: list[int] = (),
                  head_dims: list[int] = (), bn_momentum: float = 0.1, bn_eps: float = 1e-5,
@@ -78,12 +78,7 @@ class HydraNet(nn.Module):
                                   nn.Linear(head_dims[-1] if head_dims else feat, t.out_dim))
             for t in tasks})
         for t in tasks:
-            if t.kind == "regression":  # start exactly at the train mean: z = 0
-                nn.init.zeros_(self.heads[t.name][-1].weight)
-                nn.init.zeros_(self.heads[t.name][-1].bias)
-        self.register_buffer("_reg_center", torch.tensor([t.center for t in tasks]), persistent=False)
-        self.register_buffer("_reg_scale", torch.tensor([t.scale for t in tasks]), persistent=False)
-        self._task_index = {t.name: i for i, t in enumerate(tasks)}
+            t.spec.init_head(t, self.heads[t.name][-1])
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(self.backbone(x))
@@ -105,26 +100,23 @@ class HydraNet(nn.Module):
                 return x
         raise UserError(f"backbone has no stage '{stage}' (stages: {', '.join(self.stage_names())})")
 
-    def forward_from_prefix(self, h: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
-        """What `forward` computes after `prefix(x, stage)`: the rest of the backbone, trunk and heads."""
+    def features_from_prefix(self, h: torch.Tensor, stage: str) -> torch.Tensor:
+        """What `features` computes after `prefix(x, stage)`: the rest of the backbone, then the trunk."""
         if stage != "all":
             rest = list(self.backbone.children())[self.stage_names().index(stage) + 1:]
             for child in rest:
                 h = child(h)
             h = torch.flatten(h, 1)
-        return self.heads_forward(self.trunk(h))
+        return self.trunk(h)
+
+    def forward_from_prefix(self, h: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+        return self.heads_forward(self.features_from_prefix(h, stage))
 
     def heads_forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}
         for name, head in self.heads.items():
-            y = head(h)
             task = self.tasks[name]
-            if task.kind in ("binary", "regression"):
-                y = y.squeeze(-1)
-            if task.kind == "regression":
-                i = self._task_index[name]
-                y = self._reg_center[i] + self._reg_scale[i] * y
-            out[name] = y
+            out[name] = task.spec.head_output(task, head(h))
         return out
 
     def train(self, mode: bool = True):
@@ -155,6 +147,12 @@ class FromPrefix(nn.Module):
     def __init__(self, model: HydraNet, stage: str):
         super().__init__()
         self.model, self.stage = model, stage
+
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.features_from_prefix(h, self.stage)
+
+    def heads_forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.heads_forward(h)
 
     def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model.forward_from_prefix(h, self.stage)

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from mtl import tracking
 from mtl.errors import UserError
-from mtl.tune import ROLE_TAG, default_storage, load_study, make_storage
+from mtl.studies import ROLE_TAG, default_storage, load_study, make_storage
 
 
 @dataclass

@@ -18,35 +18,24 @@ from mtl.data.dataset import build_transform, decode
 from mtl.data.images import to_rgb
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
-from mtl.tasks import Task, display_name
+from mtl.tasks import Task
 from mtl.train import model_from_checkpoint
 
 
 def format_value(task: Task, value) -> str:
-    if task.kind == "regression":
-        return f"{value:.1f}"
-    if isinstance(value, list):
-        return "[" + ", ".join(f"'{v}'" for v in value) + "]"
-    return str(value)
+    return task.spec.format(value)
 
 
 def caption(tasks: list[Task], outputs: dict[str, torch.Tensor], top_k: int = 3) -> str:
-    """One sample's outputs (task -> head output) -> `Gender: Female, ..., Main Colors: ['Silver', ...]`."""
-    return ", ".join(f"{display_name(t.name)}: {format_value(t, t.predict(outputs[t.name], top_k))}"
-                     for t in tasks)
+    """One sample's outputs (task -> head output) -> `Gender: Female, ..., Main Colors: Silver, Gold, Red`."""
+    return ", ".join(f"{t.display_name}: {format_value(t, t.predict(outputs[t.name], top_k))}" for t in tasks)
 
 
 def truth_caption(tasks: list[Task], row) -> str:
     parts = []
     for t in tasks:
         cell = row[t.name].strip()
-        if not cell:
-            value = "?"
-        elif t.kind == "multilabel":
-            value = format_value(t, cell.split("|"))
-        else:
-            value = cell
-        parts.append(f"{display_name(t.name)}: {value}")
+        parts.append(f"{t.display_name}: {format_value(t, t.spec.cell_value(cell)) if cell else '?'}")
     return ", ".join(parts)
 
 
@@ -94,7 +83,7 @@ def gallery(path: Path, paths: list[Path], captions: list[str], truths: list[str
 
 def main(args) -> int:
     from mtl.pareto import load_best
-    from mtl.tune import load_study
+    from mtl.studies import load_study
     study = load_study(args.study)
     manifest = load_manifest(study.manifest)
     tasks = manifest.tasks

@@ -30,8 +30,7 @@ from mlflow.utils.mlflow_tags import (
 
 FLUSH_SECONDS = 2.0  # per-epoch metrics reach the store at least this often (and at the end of the run)
 RENAMES = {"trunk_dims": "trunk.dims", "head_dims": "head.dims", "bn_momentum": "bn.momentum",
-           "bn_eps": "bn.eps", "lr_backbone": "lr.backbone", "lr_heads": "lr.heads",
-           "dwa_temperature": "dwa.temperature"}
+           "bn_eps": "bn.eps", "lr_backbone": "lr.backbone", "lr_heads": "lr.heads"}
 
 
 def tracking_uri() -> str:
@@ -74,12 +73,16 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
 
 
 def flatten_config(cfg) -> dict[str, str]:
-    """TrainConfig -> MLflow params: `head.dims`, `bn.momentum`, `loss_weight.<task>`, ..."""
+    """TrainConfig -> MLflow params: `head.dims`, `bn.momentum`, `loss_weight.<task>`, `dwa.temperature`, ..."""
     out = {}
     for k, v in cfg.to_dict().items():
         if k == "loss_weights":
             for task, w in sorted(v.items()):
                 out[f"loss_weight.{task}"] = f"{w:.6g}"
+            continue
+        if k == "weighting_args":  # the method's parameters as `<method>.<name>`, as studies name them
+            for name, a in sorted(v.items()):
+                out[f"{cfg.weighting}.{name}"] = str(a)
             continue
         if isinstance(v, list):
             v = ",".join(str(x) for x in v) or "none"

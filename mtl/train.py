@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from mtl import methods
 from mtl.data.batches import BatchAugment, TensorBatches, normalize
 from mtl.data.dataset import MultiTaskDataset, cached_images
 from mtl.data.manifest import Manifest
 from mtl.errors import UserError
-from mtl.losses import make_weighting, task_losses
+from mtl.losses import task_losses
 from mtl.metrics import TaskMetrics
 from mtl.model import FromPrefix, HydraNet, freeze_all_but, freeze_backbone
 from mtl.tasks import Task
@@ -45,9 +46,10 @@ class TrainConfig:
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
     dropout: float = 0.0
-    weighting: str = "fixed"  # fixed | uncertainty | dwa
-    loss_weights: dict[str, float] = field(default_factory=dict)  # fixed weighting; missing task = 1
-    dwa_temperature: float = 2.0
+    weighting: str = "fixed"  # a method of mtl/methods: fixed, uncertainty, dwa, upgrad, mgda, pcgrad, cagrad, ...
+    weighting_args: dict = field(default_factory=dict)  # the method's parameters (`--set weighting_args.c=0.4`)
+    loss_weights: dict[str, float] = field(default_factory=dict)  # weighting=fixed only; missing task = 1
+    jacobian_on: str = "features"  # gradient methods: Jacobian w.r.t. the shared features, or params
     regression_loss: str = "l1"  # l1 | mse | smooth_l1
     lr_backbone: float = 1e-3  # the FGO notebook fine-tuned pretrained weights at 1e-4; from scratch needs more
     lr_heads: float = 1e-3
@@ -73,6 +75,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        if "dwa_temperature" in d:  # configs written before methods took their parameters in weighting_args
+            t = d.pop("dwa_temperature")
+            if d.get("weighting") == "dwa":
+                d["weighting_args"] = {"temperature": t, **d.get("weighting_args", {})}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -90,9 +97,14 @@ class TrainConfig:
             if key.startswith("loss_weights."):
                 cfg.loss_weights[key.split(".", 1)[1]] = _parse(item, value, float)
                 continue
+            if key.startswith("weighting_args."):
+                cfg.weighting_args[key.split(".", 1)[1]] = value  # typed by the method, below
+                continue
             if key not in hints:
                 raise UserError(f"--set {item!r}: unknown config key '{key}' (known: {', '.join(sorted(hints))})")
             setattr(cfg, key, _parse(item, value, hints[key]))
+        if cfg.weighting_args:
+            cfg.weighting_args = methods.get(cfg.weighting).coerce_args(cfg.weighting_args)
         return cfg
 
 
@@ -112,10 +124,6 @@ def _parse(item: str, value: str, typ):
         return typ(value)
     except ValueError:
         raise UserError(f"--set {item!r}: cannot read '{value}' as {getattr(typ, '__name__', typ)}") from None
-
-
-class DivergedError(RuntimeError):
-    """A non-finite training loss: the trial is failed, not silently continued."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,6 +152,12 @@ def check_config(cfg: TrainConfig, tasks: list[Task]) -> None:
     if cfg.init:
         load_backbone(model, cfg.init)
     freeze_backbone(model, cfg.freeze)
+    methods.make_criterion(cfg, tasks, shared_params(model))
+
+
+def shared_params(model: HydraNet) -> list:
+    """The trainable parameters every head depends on (backbone and trunk)."""
+    return [p for p in list(model.backbone.parameters()) + list(model.trunk.parameters()) if p.requires_grad]
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -160,68 +174,76 @@ def to_device(batch, device):
             {k: v.to(device, non_blocking=nb) for k, v in masks.items()})
 
 
-def train_one_epoch(model, weighting, optimizer, loader, device, cfg: TrainConfig, tasks: list[Task],
-                    augment=None) -> dict:
-    """One pass over the train split (each batch augmented by `augment` on the device, if given).
-    Returns the mean unweighted loss per task (over labelled samples)."""
-    model.train()
-    sums = {t.name: 0.0 for t in tasks}
-    counts = {t.name: 0 for t in tasks}
+def batches(loader, device, augment=None):
+    """The batch loop train and evaluation share: batches on the device, augmented when training."""
     for batch in loader:
         x, targets, masks = to_device(batch, device)
-        if augment is not None:
-            x = augment(x)
+        yield (augment(x) if augment is not None else x), targets, masks
+
+
+class LossMeter:
+    """Per-task mean loss over labelled samples (NaN for a task without any)."""
+
+    def __init__(self, names):
+        self.sums = {k: 0.0 for k in names}
+        self.counts = {k: 0 for k in names}
+
+    def add(self, losses: dict, masks: dict) -> None:
+        for k, v in losses.items():
+            n = int(masks[k].sum())  # weight by labelled samples: the mean is per sample, not per batch
+            self.sums[k] += float(v) * n
+            self.counts[k] += n
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] if self.counts[k] else math.nan for k in self.sums}
+
+
+def train_one_epoch(net, criterion, optimizer, loader, device, cfg: TrainConfig, augment=None) -> dict:
+    """One pass over the train split: features once per batch, then the criterion's backward (its
+    method's), then the optimizer. Returns the mean unweighted loss per task (over labelled samples)."""
+    net.train()
+    meter = LossMeter(criterion.task_names)
+
+    def heads(z):
         with autocast(device, cfg.amp):
-            outputs = model(x)
-        losses = task_losses(tasks, outputs, targets, masks, cfg.regression_loss)
-        total = weighting(losses)
-        if not torch.isfinite(total):
-            bad = [k for k, v in losses.items() if not torch.isfinite(v)]
-            raise DivergedError(f"non-finite loss (tasks: {', '.join(bad) or 'weighted total'})")
+            return net.heads_forward(z)
+    for x, targets, masks in batches(loader, device, augment):
+        with autocast(device, cfg.amp):
+            features = net.features(x)
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        meter.add(criterion.backward(features, heads, targets, masks), masks)
         optimizer.step()
-        for t in tasks:  # weight by labelled samples so the epoch mean is per sample, not per batch
-            n = int(masks[t.name].sum())
-            sums[t.name] += losses[t.name].item() * n
-            counts[t.name] += n
-    return {k: sums[k] / counts[k] if counts[k] else 0.0 for k in sums}
+    return meter.means()
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, tasks: list[Task], cfg: TrainConfig, keep: dict | None = None) -> dict[str, float]:
+def evaluate(net, loader, device, tasks: list[Task], cfg: TrainConfig, keep: dict | None = None) -> dict[str, float]:
     """Metrics ({'<task>/<metric>'}) and mean losses ({'<task>/loss'}) over a split. With `keep`, the
     per-sample outputs are stored in it (task -> CPU tensor, split order) for intervals and ensembles."""
-    model.eval()
-    metrics = TaskMetrics(tasks)
-    sums = {t.name: 0.0 for t in tasks}
-    counts = {t.name: 0 for t in tasks}
+    net.eval()
+    metrics, meter = TaskMetrics(tasks), LossMeter([t.name for t in tasks])
     kept: dict[str, list] = {t.name: [] for t in tasks}
-    for batch in loader:
-        x, targets, masks = to_device(batch, device)
+    for x, targets, masks in batches(loader, device):
         with autocast(device, cfg.amp):
-            outputs = model(x)
+            outputs = net(x)
         metrics.update(outputs, targets, masks)
+        meter.add(task_losses(tasks, outputs, targets, masks, cfg.regression_loss), masks)
         if keep is not None:
             for t in tasks:
                 kept[t.name].append(outputs[t.name].detach().float().cpu())
-        for name, loss in task_losses(tasks, outputs, targets, masks, cfg.regression_loss).items():
-            n = int(masks[name].sum())
-            sums[name] += float(loss) * n
-            counts[name] += n
     if keep is not None:
         keep.update({k: torch.cat(v) for k, v in kept.items()})
     out = metrics.compute()
-    out.update({f"{k}/loss": sums[k] / counts[k] if counts[k] else math.nan for k in sums})
+    out.update({f"{k}/loss": v for k, v in meter.means().items()})
     return out
 
 
 def mean_score(tasks: list[Task], metrics: dict[str, float]) -> float:
-    """One higher-is-better number for patience: mean of primary scores, regression as 1 - MAE/std."""
+    """One higher-is-better number for patience: mean of primary scores, lower-is-better ones as -score/unit."""
     vals = []
     for t in tasks:
         v = metrics.get(t.metric_key, math.nan)
-        vals.append(1.0 - v / t.scale if t.kind == "regression" else v)
+        vals.append(-v / t.score_scale if t.direction == "minimize" else v)
     vals = [v for v in vals if not math.isnan(v)]
     return sum(vals) / len(vals) if vals else math.nan
 
@@ -280,12 +302,12 @@ def make_loaders(cfg: TrainConfig, manifest: Manifest, model: HydraNet, device: 
     return train, val, net, augment
 
 
-def make_optimizer(cfg: TrainConfig, model: HydraNet, weighting) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, model: HydraNet, criterion) -> torch.optim.Optimizer:
     trainable = lambda ps: [p for p in ps if p.requires_grad]  # noqa: E731
     groups = [{"params": trainable(model.backbone.parameters()), "lr": cfg.lr_backbone},
               {"params": trainable(list(model.trunk.parameters()) + list(model.heads.parameters())),
                "lr": cfg.lr_heads},
-              {"params": trainable(weighting.parameters()), "lr": cfg.lr_heads, "weight_decay": 0.0}]
+              {"params": trainable(criterion.parameters()), "lr": cfg.lr_heads, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
 
 
@@ -318,9 +340,11 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
     if finetune:
         freeze_all_but(model, finetune)
     model.to(device)
-    weighting = make_weighting(cfg.weighting, train_tasks, cfg.loss_weights if not finetune else None,
-                               cfg.dwa_temperature).to(device)
-    optimizer = make_optimizer(cfg, model, weighting)
+    criterion = methods.make_criterion(cfg.replace(loss_weights={}) if finetune else cfg, train_tasks,
+                                       shared_params(model)).to(device)
+    if init and init.get("criterion") and TrainConfig.from_dict(init["config"]).weighting == cfg.weighting and not finetune:
+        criterion.load_state_dict(init["criterion"])  # learned log-variances, DWA's loss history
+    optimizer = make_optimizer(cfg, model, criterion)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
                  if cfg.scheduler == "cosine" else None)
     train_loader, val_loader, net, augment = make_loaders(cfg, manifest, model, device)
@@ -328,21 +352,20 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
     history, best, states, best_outputs = [], {}, {}, {}
     best_mean, since_best, stopped = -math.inf, 0, False
     for epoch in range(1, cfg.epochs + 1):
-        weights_used = weighting.weights()
-        train_losses = train_one_epoch(net, weighting, optimizer, train_loader, device, cfg, train_tasks, augment)
-        weighting.end_epoch(train_losses)
+        train_losses = train_one_epoch(net, criterion, optimizer, train_loader, device, cfg, augment)
+        criterion.end_epoch(train_losses)
         if scheduler:
             scheduler.step()
         val_outputs: dict = {}
         val = evaluate(net, val_loader, device, tasks, cfg, keep=val_outputs)
         row = {"epoch": epoch, **{f"train/{k}/loss": v for k, v in train_losses.items()},
-               **{f"val/{k}": v for k, v in val.items()}, **{f"weight/{k}": v for k, v in weights_used.items()}}
+               **{f"val/{k}": v for k, v in val.items()}, **criterion.epoch_stats()}
         for t in tasks:
             score = val.get(t.metric_key, math.nan)
             if t.name not in best or t.better(score, best[t.name]["score"]):
                 best[t.name] = {"epoch": epoch, "score": score}
                 best_outputs[t.name] = val_outputs[t.name]
-                states[epoch] = states.get(epoch) or _cpu_state(model)
+                states[epoch] = states.get(epoch) or _cpu_state(model, criterion)
         states = {e: s for e, s in states.items() if e in {b["epoch"] for b in best.values()}}
         history.append(row)
         if on_epoch:
@@ -357,14 +380,17 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
             break
     ckpt_dir = None
     if out_dir is not None:
-        ckpt_dir = save_checkpoints(Path(out_dir), cfg, tasks, states, best, _cpu_state(model), history[-1]["epoch"])
+        ckpt_dir = save_checkpoints(Path(out_dir), cfg, tasks, states, best, _cpu_state(model, criterion),
+                                    history[-1]["epoch"])
         torch.save({"split": "val", "images": [str(p) for p in manifest.rows("val")["image"]],
                     "outputs": best_outputs}, ckpt_dir / VAL_OUTPUTS)
     return FitResult(history, best, ckpt_dir, stopped, best_outputs)
 
 
-def _cpu_state(model) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+def _cpu_state(model, criterion) -> dict:
+    """The model's weights and the criterion's state (learned log-variances, DWA's loss history)."""
+    cpu = lambda sd: {k: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v for k, v in sd.items()}  # noqa: E731
+    return {"model": cpu(model.state_dict()), "criterion": cpu(criterion.state_dict())}
 
 
 def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_state: dict, last_epoch: int) -> Path:
@@ -380,10 +406,10 @@ def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_s
     except UserError:  # the base moved since training started: store every weight rather than lose them
         base = {}
     for epoch, state in states.items():
-        kept = {k: v for k, v in state.items()
+        kept = {k: v for k, v in state["model"].items()
                 if not (k.startswith("backbone.") and k[9:] in base and torch.equal(v, base[k[9:]]))}
-        torch.save({"model": kept, "config": cfg.to_dict(), "tasks": [t.to_dict() for t in tasks],
-                    "epoch": epoch}, out_dir / f"epoch-{epoch}.pt")
+        torch.save({"model": kept, "criterion": state["criterion"], "config": cfg.to_dict(),
+                    "tasks": [t.to_dict() for t in tasks], "epoch": epoch}, out_dir / f"epoch-{epoch}.pt")
     index = {"best": {k: {**v, "file": f"epoch-{v['epoch']}.pt"} for k, v in best.items()},
              "last": {"epoch": last_epoch, "file": f"epoch-{last_epoch}.pt"}}
     (out_dir / "index.json").write_text(json.dumps(index, indent=2))

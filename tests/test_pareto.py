@@ -46,7 +46,7 @@ def test_dominates():
 
 
 TASKS = [Task("gender", "binary", ("Female", "Male")), Task("region", "multiclass", ("Asia", "Egypt", "Europe")),
-         Task("colors", "multilabel", ("White", "Red", "Gold", "Silver", "Blue")), Task("age", "regression")]
+         Task("colors", "multilabel", ("White", "Red", "Gold", "Silver", "Blue"), title="Main Colors"), Task("age", "regression")]
 
 
 def test_ensemble_of_one_equals_the_model():

@@ -17,8 +17,9 @@ from mtl.data.batches import BatchAugment
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.pruning import EarlyStop, hypervolume, should_stop
+from mtl.studies import SAMPLERS, Study, make_storage
 from mtl.train import TrainConfig, build_model, fit
-from mtl.tune import SAMPLERS, Study, make_sampler, make_storage
+from mtl.tune import make_sampler
 from mtl.warmstart import load_backbone
 from tests.test_tune import STUDY
 

@@ -120,7 +120,8 @@ def test_corrupt_image_rejected_before_any_trial(study_dir, tmp_path, capsys, fg
 
 def test_every_committed_study_loads_and_samples():
     from mtl.data.manifest import read_manifest
-    from mtl.tune import available_studies, check_search_space, load_study
+    from mtl.studies import available_studies, load_study
+    from mtl.tune import check_search_space
     names = available_studies()
     assert {"fgo_regularization", "utk_weighting", "fgo_rounds"} <= set(names)
     for n in names:

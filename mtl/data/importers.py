@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from mtl.data.manifest import spec_path_for
-from mtl.data.render import FGO_TASKS, UTK_RACES, assign_splits, write_manifest
+from mtl.data.render import FGO_TASKS, UTK_RACES, assign_splits, fgo_task_spec, write_manifest
 from mtl.errors import UserError
 
 # FGO notebook column prefixes -> our task names; colours are bare lower-case columns
@@ -75,7 +75,7 @@ def import_fgo(labels_csv: Path, images_dir: Path, out_csv: Path, seed: int = 0)
     splits = assign_splits(table["group"].tolist(), seed)
     table.insert(2, "split", table["group"].map(splits))
     spec = {"root": _relative_root(images_dir, out_csv),
-            "tasks": [{"name": k, "kind": kind, "classes": cl} for k, (kind, cl) in FGO_TASKS.items()]}
+            "tasks": [fgo_task_spec(k) for k in FGO_TASKS]}
     write_manifest(table, spec, out_csv)
     return (f"wrote {out_csv} and {spec_path_for(out_csv).name}: {len(table)} images, "
             f"{table['group'].nunique()} characters (groups from file names)")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import unicodedata
 from collections import Counter
@@ -80,8 +79,7 @@ class Manifest:
             cells = rows[t.name].tolist()
             mask = np.array([c.strip() != "" for c in cells], dtype=bool)
             values = [t.encode(c) if m else t.missing_target() for c, m in zip(cells, mask)]
-            dtype = np.int64 if t.kind == "multiclass" else np.float32
-            targets[t.name] = np.asarray(values, dtype=dtype)
+            targets[t.name] = np.asarray(values, dtype=t.spec.numpy_dtype)
             masks[t.name] = mask
         return targets, masks
 
@@ -196,21 +194,8 @@ def read_manifest(path: str | Path) -> tuple[Manifest | None, list[str]]:
 
 
 def _fit_regression_scale(task: Task, table: pd.DataFrame) -> Task:
-    """Regression heads predict center + scale*z; center/scale come from the train split unless the spec sets them."""
-    if task.kind != "regression" or task.center != 0.0 or task.scale != 1.0:
-        return task
-    values = []
-    for c in table.loc[table["split"] == "train", task.name]:
-        try:
-            v = float(c)
-        except ValueError:
-            continue
-        if math.isfinite(v):
-            values.append(v)
-    if len(values) < 2:
-        return task
-    std = float(np.std(values)) or 1.0
-    return Task(task.name, task.kind, task.classes, center=float(np.mean(values)), scale=std)
+    """What the task's kind learns from the train split's labels (regression: center/scale, unless set)."""
+    return task.spec.fit(task, table.loc[table["split"] == "train", task.name].tolist())
 
 
 def validate(m: Manifest, check_images: bool = True) -> list[str]:
@@ -328,11 +313,6 @@ def summary(m: Manifest) -> str:
         cells = t[task.name].str.strip()
         labelled = cells[cells != ""]
         head = f"  {task.name} ({task.kind}): {len(labelled)} labelled, {len(cells) - len(labelled)} missing"
-        if task.kind == "regression":
-            vals = labelled.astype(float)
-            head += f"; min {vals.min():.3g}, mean {vals.mean():.3g}, max {vals.max():.3g}"
-        else:
-            c = Counter(x.strip() for cell in labelled for x in (cell.split("|") if task.kind == "multilabel" else [cell]))
-            head += "; " + ", ".join(f"{k} {c.get(k, 0)}" for k in task.classes)
+        head += "; " + task.spec.describe(task, labelled.tolist())
         lines.append(head)
     return "\n".join(lines)

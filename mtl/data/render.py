@@ -34,6 +34,12 @@ FGO_TASKS = {
 PALETTE = {"White": (240, 240, 236), "Red": (200, 32, 36), "Green": (34, 150, 60), "Black": (22, 22, 26),
            "Blue": (34, 70, 200), "Purple": (122, 44, 164), "Gold": (222, 180, 40), "Silver": (168, 174, 186)}
 UTK_RACES = ["White", "Black", "Asian", "Indian", "Others"]
+FGO_TITLES = {"colors": "Main Colors"}  # the write-up's words for its captions
+
+
+def fgo_task_spec(name: str) -> dict:
+    kind, classes = FGO_TASKS[name]
+    return {"name": name, "kind": kind, "classes": classes, **({"title": FGO_TITLES[name]} if name in FGO_TITLES else {})}
 
 
 def row_rng(image: str, salt: str = "") -> np.random.Generator:
@@ -249,7 +255,7 @@ def true_labels(m: Manifest) -> list[dict]:
         labels = {}
         for task in m.tasks:
             cell = row[task.name].strip() or per_group[row["group"]].get(task.name) or task.classes[0]
-            labels[task.name] = cell.split(MULTILABEL_SEP) if task.kind == "multilabel" else cell
+            labels[task.name] = task.spec.cell_value(cell)
         out.append(labels)
     return out
 
@@ -322,7 +328,7 @@ def make_fgo_manifest(n_chars: int = 400, per_char: int = 3, seed: int = 7,
                     row[k] = ""
             rows.append(row)
     spec = {"root": "../data/fgo_synth", "render": "fgo",
-            "tasks": [{"name": k, "kind": kind, "classes": classes} for k, (kind, classes) in FGO_TASKS.items()]}
+            "tasks": [fgo_task_spec(k) for k in FGO_TASKS]}
     return pd.DataFrame(rows), spec
 
 

@@ -1,0 +1,39 @@
+"""Multi-task methods: how per-task losses become one update of the shared parameters.
+
+Each method is a `Criterion` (mtl/methods/base.py) the training loop is handed: it turns (outputs,
+targets, masks) into per-task losses and performs the backward for its method. Two families:
+
+- loss weightings (`LossWeighting`): fixed.py, uncertainty.py (Kendall et al. 2018), dwa.py (Liu et
+  al. 2019): one weighted sum, one backward;
+- gradient methods (`JacobianMethod`, jacobian.py): torchjd aggregators (UPGrad, MGDA, PCGrad,
+  CAGrad, Nash-MTL, IMTL-G, Aligned-MTL, DualProj, GradDrop, ConFIG, Random/RLW) applied to the
+  Jacobian of the per-task losses with respect to the shared features.
+
+A new method is one module here that subclasses one of them and decorates it with `@register`,
+plus its test. `TrainConfig.weighting` names it; `TrainConfig.weighting_args` holds its parameters
+(`--set weighting_args.c=0.4`); `suggest()` gives a study its parameters' search space.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from mtl.methods.base import Criterion, JacobianMethod, LossWeighting, Param, get, names, register
+
+__all__ = ["Criterion", "JacobianMethod", "LossWeighting", "Param", "get", "make_criterion", "names",
+           "register", "suggest"]
+
+_FIRST = ["fixed", "uncertainty", "dwa", "jacobian"]  # the order `names()` lists them in
+for _name in _FIRST + sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _FIRST + ["base"]):
+    importlib.import_module(f"{__name__}.{_name}")
+
+
+def make_criterion(cfg, tasks, shared_params=None) -> Criterion:
+    """The configured method for these tasks; every bad setting is one UserError line."""
+    return get(cfg.weighting).from_config(cfg, tasks, shared_params)
+
+
+def suggest(trial, method: str, task_names: list[str]) -> dict:
+    """TrainConfig changes for `method` with its parameters drawn from their search space."""
+    return get(method).suggest(trial, task_names)

@@ -1,0 +1,36 @@
+"""Fixed weights: a constant weight per task (`loss_weights`, default 1: the write-ups' plain sum)."""
+
+from __future__ import annotations
+
+from mtl.errors import UserError
+from mtl.methods.base import LossWeighting, check_common, register
+
+
+@register
+class Fixed(LossWeighting):
+    name = "fixed"
+    cite = "the sum of task losses (Caruana 1997, Multitask Learning), optionally weighted"
+
+    def __init__(self, tasks, options=None, loss_weights: dict | None = None, **args):
+        super().__init__(tasks, options, **args)
+        weights = dict(loss_weights or {})
+        unknown = set(weights) - set(self.task_names)
+        if unknown:
+            raise UserError(f"loss weights for unknown task(s): {', '.join(sorted(unknown))}")
+        bad = {k: v for k, v in weights.items() if not float(v) >= 0}
+        if bad:
+            raise UserError(f"loss weights must be >= 0: {bad}")
+        self._w = {k: float(weights.get(k, 1.0)) for k in self.task_names}
+
+    @classmethod
+    def from_config(cls, cfg, tasks, shared_params=None):
+        check_common(cfg, tasks)
+        return cls(tasks, cfg, dict(cfg.loss_weights), **dict(cfg.weighting_args))
+
+    @classmethod
+    def suggest(cls, trial, task_names):
+        return {"weighting": cls.name, "weighting_args": {},
+                "loss_weights": {t: trial.suggest_float(f"loss_weight.{t}", 0.1, 3.0, log=True) for t in task_names}}
+
+    def weights(self):
+        return dict(self._w)
