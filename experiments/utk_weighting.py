@@ -1,26 +1,28 @@
-"""UTK weighting study: which loss weighting copes with L1 age beside BCE gender and CE race.
+"""UTK weighting study: which method copes with L1 age (years) beside BCE gender and CE race.
 
-Searches the strategy (fixed / uncertainty / dwa) with its parameters — fixed weights (log
-scale), DWA temperature — on utk_synth; objectives: age MAE (minimise), gender acc, race acc.
+Loss scales differ by task kind, so a fixed sum is fragile: the study compares the loss weightings
+(fixed weights on a log scale, uncertainty, DWA with its temperature) with torchjd's gradient methods,
+which look at the task gradients instead of the losses (MGDA and IMTL-G are scale-invariant by
+design). Each method runs once first (ENQUEUE), then the sampler explores; objectives: age MAE
+(minimise), gender acc, race acc on utk_synth. Single-task baselines give Δm %.
 
     make tune STUDY=utk_weighting
 """
 
+from mtl import methods
 from mtl.train import TrainConfig
 
 MANIFEST = "data_manifests/utk_synth.csv"
 OBJECTIVES = ["age", "gender", "race"]
-TRIALS = 6
+METHODS = ["fixed", "uncertainty", "dwa", "upgrad", "mgda", "pcgrad", "cagrad", "imtl_g", "aligned_mtl"]
+TRIALS = len(METHODS)
 EPOCHS = 8
+SINGLE_TASK_BASELINES = True
+ENQUEUE = [{"weighting": m} for m in METHODS]
 BASE = TrainConfig(backbone="resnet18", image_size=48, batch_size=32, head_dims=[128], patience=4)
 
 
 def search_space(trial, base: TrainConfig) -> TrainConfig:
-    weighting = trial.suggest_categorical("weighting", ["fixed", "uncertainty", "dwa"])
-    cfg = base.replace(weighting=weighting, regression_loss=trial.suggest_categorical("regression_loss", ["l1", "smooth_l1"]))
-    if weighting == "fixed":
-        cfg = cfg.replace(loss_weights={t: trial.suggest_float(f"loss_weight.{t}", 0.01, 3.0, log=True)
-                                        for t in OBJECTIVES})
-    elif weighting == "dwa":
-        cfg = cfg.replace(weighting_args={"temperature": trial.suggest_float("dwa.temperature", 0.5, 5.0, log=True)})
-    return cfg
+    method = trial.suggest_categorical("weighting", METHODS)
+    cfg = base.replace(regression_loss=trial.suggest_categorical("regression_loss", ["l1", "smooth_l1"]))
+    return cfg.replace(**methods.suggest(trial, method, OBJECTIVES))

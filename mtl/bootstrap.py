@@ -112,3 +112,18 @@ def split_intervals(tasks: list[Task], outputs: dict, manifest, split: str, seed
     boot = GroupBootstrap(manifest.groups(split), seed=seed)
     return {t.name: boot.interval(t, sample_stats(t, outputs[t.name], targets[t.name], masks[t.name]))
             for t in tasks if t.name in outputs}
+
+
+def delta_m(boot: GroupBootstrap, tasks: list[Task], stats: dict[str, np.ndarray],
+            single: dict[str, np.ndarray]) -> Score:
+    """Δm % (Maninis, Radosavovic & Kokkinos 2019; LibMTL's summary score): the mean relative gain of a
+    multi-task model over single-task baselines, 100/T Σ_t s_t (M_t − B_t) / B_t with s_t = +1 where
+    higher is better and −1 where lower is; positive is better. Its interval comes from the same group
+    resamples for model and baselines (paired)."""
+    def gain(values_m, values_b):
+        return sum((1 if t.direction == "maximize" else -1) * (values_m[i] - values_b[i]) / values_b[i]
+                   for i, t in enumerate(tasks)) * 100 / len(tasks)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = gain([point(t, stats[t.name]) for t in tasks], [point(t, single[t.name]) for t in tasks])
+        reps = gain([boot.replicates(t, stats[t.name]) for t in tasks], [boot.replicates(t, single[t.name]) for t in tasks])
+    return boot._interval(float(value), reps)

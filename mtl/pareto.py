@@ -252,6 +252,45 @@ def plot_importances(s, objectives: list[str]):
 
 
 # ------------------------------------------------------------------------------------------------
+def _cell(value: float, ci=None, digits: int = 3) -> str:
+    lo, hi = ci if ci else (math.nan, math.nan)
+    return f"{value:.{digits}f} [{lo:.{max(digits - 1, 1)}f},{hi:.{max(digits - 1, 1)}f}]"
+
+
+def _dm(attrs: dict) -> tuple[float, tuple[float, float]]:
+    v, lo, hi = attrs.get("delta_m", (math.nan, math.nan, math.nan))
+    return v, (lo, hi)
+
+
+def methods_table(study, s, members) -> str | None:
+    """Studies that search `weighting`: per method, each task's best val score over its trials and the best
+    Δm %, each with its trial's 95 % interval (markdown). Equal budgets make the rows comparable."""
+    trials = {t.number: t for t in s.trials}
+    by_method: dict[str, list] = {}
+    for m in members:
+        method = trials[m.number].params.get("weighting")
+        if method is not None:
+            by_method.setdefault(method, []).append(m)
+    if len(by_method) < 2:
+        return None
+    dirs = directions_of(s)
+    has_dm = any("delta_m" in trials[m.number].user_attrs for m in members)
+    head = "| method | trials | " + " | ".join(f"{t} {n.split('/')[-1]}" for t, n in zip(study.objectives, s.metric_names))
+    lines = [head + (" | Δm % |" if has_dm else " |"), "|---|---:|" + "---:|" * (len(study.objectives) + has_dm)]
+    for method, ms in by_method.items():
+        cells = []
+        for i, task in enumerate(study.objectives):
+            pick = max if dirs[i] == "maximize" else min
+            b = pick(ms, key=lambda m: m.values[i])
+            cells.append(_cell(b.values[i], trials[b.number].user_attrs.get(f"ci.{task}")) + f" (#{b.number})")
+        if has_dm:
+            b = max(ms, key=lambda m: _dm(trials[m.number].user_attrs)[0])
+            cells.append(_cell(*_dm(trials[b.number].user_attrs), digits=1) + f" (#{b.number})")
+        lines.append(f"| {method} | {len(ms)} | " + " | ".join(cells) + " |")
+    return "\n".join(["Per method: best val score per task over its trials (trial #), 95 % group-bootstrap interval "
+                      "of that trial" + ("; Δm % vs single-task baselines" if has_dm else "") + ".", ""] + lines)
+
+
 def main(args) -> int:
     study, s, front, best, members = select(args.study, args.storage)
     client = tracking.get_client()
@@ -262,18 +301,24 @@ def main(args) -> int:
     metric_keys = [name for name in s.metric_names]
     attrs = {t.number: t.user_attrs for t in s.trials}
     width = 24
+    has_dm = any("delta_m" in attrs[m.number] for m in members)
     print(f"{'trial':>6}  {'run':<10}" + "".join(f"{k.split('/')[1][:width - 2]:>{width}}" for k in metric_keys)
-          + "  best for")
+          + (f"{'Δm %':>{width}}" if has_dm else "") + "  best for")
     for m in members:
         if m.number not in front_ids:
             continue
-        cells = ""
-        for task, v in zip(study.objectives, m.values):
-            lo, hi = attrs[m.number].get(f"ci.{task}", (math.nan, math.nan))
-            cells += f"{v:.3f} [{lo:.2f},{hi:.2f}]".rjust(width)
+        cells = "".join(_cell(v, attrs[m.number].get(f"ci.{task}")).rjust(width)
+                        for task, v in zip(study.objectives, m.values))
+        if has_dm:
+            cells += _cell(*_dm(attrs[m.number]), digits=1).rjust(width)
         print(f"{m.number:>6}  {m.run_id[:8]:<10}{cells}  " + ",".join(best_for.get(m.number, [])))
     print(f"{len(front)} Pareto member(s) of {len(members)} completed trial(s); val score [95 % group-bootstrap "
-          f"interval]. Intervals that overlap say the members' difference on that task may be luck.")
+          f"interval]. Intervals that overlap say the members' difference on that task may be luck."
+          + (" Δm %: mean relative gain over the single-task baselines (Maninis et al. 2019), paired interval."
+             if has_dm else ""))
+    table = methods_table(study, s, members)
+    if table:
+        print("\n" + table)
     for m in members:
         client.set_tag(m.run_id, "pareto", str(m.number in front_ids).lower())
         client.set_tag(m.run_id, "best_for", ",".join(best_for.get(m.number, [])))
@@ -288,6 +333,10 @@ def main(args) -> int:
                "importances.png": plot_importances(s, study.objectives)}
     if parent:
         figures["hypervolume.png"] = plot_hypervolume(client, parent)
+    if table:
+        (out / "methods.md").write_text(table + "\n")
+        if parent:
+            client.log_text(parent, table + "\n", "pareto/methods.md")
     for name, fig in figures.items():
         if fig is None:
             continue

@@ -34,6 +34,8 @@ class Study:
     sampler: str = "tpe"  # SAMPLER: tpe | gp | nsga2 | random
     pretrain: TrainConfig | None = None  # PRETRAIN: trained once, its backbone warm-starts every trial
     early_stop: EarlyStop | None = None  # EARLY_STOP: multi-objective early stopping across trials
+    single_task: bool = False  # SINGLE_TASK_BASELINES: one head alone per objective, same budget -> Δm %
+    enqueue: tuple = ()  # ENQUEUE: partial parameter sets run first, once (e.g. each method R times)
 
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random")
@@ -71,10 +73,13 @@ def load_study(name: str) -> Study:
     early_stop = getattr(mod, "EARLY_STOP", None)
     if early_stop is not None and not isinstance(early_stop, EarlyStop):
         raise UserError(f"{path}: EARLY_STOP must be an mtl.pruning.EarlyStop")
+    enqueue = getattr(mod, "ENQUEUE", ())
+    if not isinstance(enqueue, (list, tuple)) or not all(isinstance(e, dict) for e in enqueue):
+        raise UserError(f"{path}: ENQUEUE must be a list of parameter dicts")
     return Study(name, path, str(mod.MANIFEST), list(mod.OBJECTIVES), mod.BASE,
                  int(getattr(mod, "TRIALS", len(configs) if configs else 10)), int(getattr(mod, "EPOCHS", mod.BASE.epochs)),
                  getattr(mod, "search_space", None), configs, (mod.__doc__ or "").strip(), sampler, pretrain,
-                 early_stop)
+                 early_stop, bool(getattr(mod, "SINGLE_TASK_BASELINES", False)), tuple(enqueue))
 
 
 def trial_config(study: Study, trial, epochs: int) -> TrainConfig:

@@ -321,15 +321,18 @@ class FitResult:
 
 
 def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_epoch=None,
-        init: dict | None = None, finetune: str | None = None) -> FitResult:
+        init: dict | None = None, finetune: str | None = None, only: list[str] | None = None) -> FitResult:
     """Train `cfg.epochs` epochs; keep the best state per task (by its primary val metric) and the last.
 
-    `init` is a checkpoint dict to start from; `finetune=TASK` trains that head only, the rest frozen.
+    `init` is a checkpoint dict to start from; `finetune=TASK` trains that head only, the rest frozen;
+    `only=[TASK]` builds and trains a model with just those heads (single-task baselines).
     """
     cfg = cfg.replace(init=canonical(cfg.init))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     tasks = [Task.from_dict(t) for t in init["tasks"]] if init else manifest.tasks
+    if only:
+        tasks = [t for t in tasks if t.name in only]
     train_tasks = [t for t in tasks if finetune is None or t.name == finetune]
     model = build_model(cfg, tasks)
     if cfg.init and not init:

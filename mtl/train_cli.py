@@ -9,7 +9,7 @@ from pathlib import Path
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.metrics import constant_score
-from mtl.train import TrainConfig, fit, load_checkpoint, model_from_checkpoint
+from mtl.train import TrainConfig, check_config, fit, load_checkpoint, model_from_checkpoint
 
 
 def baselines(manifest) -> dict[str, float]:
@@ -47,6 +47,7 @@ def run_train(args) -> int:
         known = {t.name for t in init_tasks}
         if known != {t.name for t in manifest.tasks}:
             raise UserError(f"{args.init}: its tasks {sorted(known)} differ from {manifest.path}'s")
+    check_config(cfg, manifest.tasks)  # backbone, warm start, freeze and method: one line before any run
 
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     t0 = time.perf_counter()

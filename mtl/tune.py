@@ -29,7 +29,7 @@ import optuna
 from optuna.trial import TrialState
 
 from mtl import tracking
-from mtl.bootstrap import split_intervals
+from mtl.bootstrap import GroupBootstrap, delta_m, sample_stats, split_intervals
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.methods.base import DivergedError
@@ -48,22 +48,36 @@ from mtl.studies import (
 from mtl.train import check_config, fit
 
 
-def check_search_space(study: Study, tasks) -> None:
-    """Sample once on a throwaway in-memory study, and build that config's model (backbone, weights, init,
-    freeze) and the PRETRAIN stage's, so a broken study fails in one line before any training."""
+def check_search_space(study: Study, tasks, draws: int = 16) -> None:
+    """Sample on a throwaway in-memory study — every ENQUEUE entry and `draws` random draws — and check each
+    config's method settings; build the first config's model (backbone, weights, init, freeze) and the
+    PRETRAIN stage's, so a broken study fails in one line before any training."""
+    from mtl import methods
     task_names = [t.name for t in tasks]
-    probe = optuna.create_study(directions=["maximize"] * len(study.objectives))
-    trial = probe.ask()
-    try:
-        cfg = trial_config(study, trial, study.epochs)
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"{study.path}: search space fails ({type(e).__name__}: {e})") from None
-    bad = set(cfg.loss_weights) - set(task_names)
-    if bad:
-        raise UserError(f"{study.path}: loss weights for unknown task(s) {', '.join(sorted(bad))}")
-    for what, c in (("search space", cfg), ("PRETRAIN", study.pretrain)):
+    probe = optuna.create_study(directions=["maximize"] * len(study.objectives),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for params in study.enqueue:
+        probe.enqueue_trial(params)
+    cfgs = []
+    for i in range(1 + len(study.enqueue) + (draws if not study.configs else len(study.configs))):
+        trial = probe.ask()
+        try:
+            cfgs.append(trial_config(study, trial, study.epochs))
+        except UserError as e:  # a setting mtl rejects (an unknown method, say): never right in any trial
+            raise e if str(study.path) in str(e) else UserError(f"{study.path}: search space: {e}") from None
+        except Exception as e:  # the first draw must work; a later one may fail alone, as its trial would
+            if i == 0:
+                raise UserError(f"{study.path}: search space fails ({type(e).__name__}: {e})") from None
+        probe.tell(trial, [0.0] * len(study.objectives))
+    for cfg in cfgs:
+        bad = set(cfg.loss_weights) - set(task_names)
+        if bad:
+            raise UserError(f"{study.path}: loss weights for unknown task(s) {', '.join(sorted(bad))}")
+        try:
+            methods.make_criterion(cfg, tasks)
+        except UserError as e:
+            raise UserError(f"{study.path}: search space: {e}") from None
+    for what, c in (("search space", cfgs[0]), ("PRETRAIN", study.pretrain)):
         if c is not None:
             try:
                 check_config(c, tasks)
@@ -147,13 +161,14 @@ def _alive(pid: int) -> bool:
 # ------------------------------------------------------------------------------------------------
 class Objective:
     def __init__(self, study: Study, manifest, parent_id: str, experiment_id: str, epochs: int, bar=None,
-                 pretrain: str | None = None):
+                 pretrain: str | None = None, single_task: dict | None = None):
         self.study, self.manifest, self.parent_id, self.experiment_id = study, manifest, parent_id, experiment_id
         self.epochs, self.bar, self.pretrain = epochs, bar, pretrain
         self.tasks = [manifest.task(n) for n in study.objectives]
         self.directions = [t.direction for t in self.tasks]
         self.scales = [t.score_scale for t in self.tasks]
         self.client = tracking.get_client()
+        self.single_stats = single_task_stats(self.tasks, manifest, single_task) if single_task else None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         cfg = trial_config(self.study, trial, self.epochs)
@@ -226,6 +241,13 @@ class Objective:
                            for e in ("lo", "hi")}
                         | {f"best_epoch/{t.name}": result.best[t.name]["epoch"] for t in self.tasks}
                         | {"trial_seconds": seconds, "epochs_run": len(result.history)})
+        if self.single_stats:
+            targets, masks = self.manifest.targets("val")
+            stats = {t.name: sample_stats(t, result.val_outputs[t.name], targets[t.name], masks[t.name])
+                     for t in self.tasks}
+            dm = delta_m(GroupBootstrap(self.manifest.groups("val"), seed=0), self.tasks, stats, self.single_stats)
+            trial.set_user_attr("delta_m", [dm.value, dm.lo, dm.hi])
+            run.log_metrics({"best_val/delta_m": dm.value, "best_val/delta_m_lo": dm.lo, "best_val/delta_m_hi": dm.hi})
         run.set_tags({"stopped_early": str(result.stopped_early).lower(), "pruned": "false"})
         return values
 
@@ -266,6 +288,7 @@ class Launch:
     seed: int
     n_workers: int
     pretrain: str | None = None  # local checkpoint of the PRETRAIN stage, if the study has one
+    single_task: tuple = ()  # ((task, run id), ...): the single-task baselines' runs, for Δm %
 
 
 def worker(launch: Launch, n_trials: int, worker_index: int) -> None:
@@ -286,7 +309,8 @@ def worker(launch: Launch, n_trials: int, worker_index: int) -> None:
         from tqdm.auto import tqdm
         total = n_trials * launch.n_workers if launch.n_workers > 1 else n_trials
         bar = tqdm(total=total, desc=launch.study, unit="trial")
-    objective = Objective(study, manifest, launch.parent_id, launch.experiment_id, launch.epochs, bar, launch.pretrain)
+    objective = Objective(study, manifest, launch.parent_id, launch.experiment_id, launch.epochs, bar, launch.pretrain,
+                          dict(launch.single_task))
     callbacks = [Progress(objective.client, launch.parent_id, manifest, tasks)]
     if bar is not None:
         callbacks.append(lambda st, ft: bar.update(1))
@@ -324,6 +348,53 @@ def ensure_pretrain(study: Study, manifest, client, experiment_id: str, parent_i
                 run.set_tags({"checkpoint": ckpt})
         run_id = run.run_id
     return f"runs:/{run_id}/checkpoints/{ckpt}"
+
+
+def ensure_single_task(study: Study, manifest, client, experiment_id: str, parent_id: str, pretrain: str | None,
+                       epochs: int) -> dict[str, str]:
+    """SINGLE_TASK_BASELINES: for each objective, BASE with that head alone, the same epochs and warm start
+    (runs `single-<task>`, role `single-task`), trained once and found again by a key of config, task and
+    manifest content like the pretrain stage. Returns task -> run id; their val outputs give Δm %."""
+    if not study.single_task:
+        return {}
+    cfg = study.base.replace(epochs=epochs, init=pretrain or study.base.init)
+    where = [e.experiment_id for e in client.search_experiments()]
+    runs = {}
+    for task in study.objectives:
+        digest = hashlib.sha1(json.dumps({"cfg": cfg.to_dict(), "task": task}, sort_keys=True).encode())
+        for f in (manifest.path, manifest.spec_path):
+            digest.update(Path(f).read_bytes())
+        key = digest.hexdigest()[:16]
+        found = client.search_runs(where, f"tags.`{ROLE_TAG}` = 'single-task' and tags.`mtl.single_key` = '{key}' "
+                                          f"and attributes.status = 'FINISHED'", max_results=1)
+        if found:
+            runs[task] = found[0].info.run_id
+            continue
+        print(f"single-task baseline '{task}' ({epochs} epochs): training it once")
+        tags = {STUDY_TAG: study.name, ROLE_TAG: "single-task", "mtl.task": task, "mtl.single_key": key}
+        with tracking.RunLogger(client, experiment_id, f"single-{task}", parent_id, tags) as run:
+            run.log_params({**tracking.flatten_config(cfg), "manifest": study.manifest, "single_task": task})
+            with run.artifact_dir("checkpoints") as ckpt_dir:
+                result = fit(cfg, manifest, ckpt_dir, on_epoch=run.log_epoch, only=[task])
+            t = manifest.task(task)
+            ci = split_intervals([t], result.val_outputs, manifest, "val")[task]
+            run.log_metrics({f"best_val/{t.metric_key}": ci.value, f"best_val/{t.metric_key}_lo": ci.lo,
+                             f"best_val/{t.metric_key}_hi": ci.hi})
+        runs[task] = run.run_id
+    return runs
+
+
+def single_task_stats(tasks, manifest, runs: dict[str, str]) -> dict:
+    """Each single-task baseline's val statistics (its best epoch's outputs, from its run's artifacts)."""
+    import mlflow
+    import torch
+    targets, masks = manifest.targets("val")
+    out = {}
+    for t in tasks:
+        path = mlflow.artifacts.download_artifacts(run_id=runs[t.name], artifact_path="checkpoints/val_outputs.pt")
+        outputs = torch.load(path, map_location="cpu", weights_only=True)["outputs"][t.name]
+        out[t.name] = sample_stats(t, outputs, targets[t.name], masks[t.name])
+    return out
 
 
 def _parse_knobs(args) -> None:
@@ -389,16 +460,25 @@ def main(args) -> int:
         trials = min(trials, len(todo)) if not args.trials else trials
         if not todo:
             print(f"all {len(study.configs)} rounds of '{study.name}' are done")
+    if study.enqueue and not s.user_attrs.get("mtl.enqueued"):  # once per study, not on every resume
+        for params in study.enqueue:
+            s.enqueue_trial(params)
+        s.set_user_attr("mtl.enqueued", True)
     parent_id = parent_run(client, experiment_id, study, storage_url, manifest)
     client.update_run(parent_id, status="RUNNING")
-    launch = Launch(study.name, storage_url, epochs, parent_id, experiment_id, args.seed, workers,
-                    ensure_pretrain(study, manifest, client, experiment_id, parent_id))
-    before = len(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)))
-    print(f"study '{study.name}': {before} trial(s) so far, running {trials} more ({epochs} epochs each, "
-          f"{workers} worker(s)); Optuna {tracking.redact(storage_url)}, MLflow {tracking.redact(tracking.tracking_uri())}")
-    t0 = time.perf_counter()
     status = "FINISHED"
+    t0 = time.perf_counter()
     try:
+        pretrain = ensure_pretrain(study, manifest, client, experiment_id, parent_id)
+        single = ensure_single_task(study, manifest, client, experiment_id, parent_id, pretrain, epochs)
+        if single:
+            s.set_user_attr("single_task_runs", single)
+        launch = Launch(study.name, storage_url, epochs, parent_id, experiment_id, args.seed, workers, pretrain,
+                        tuple(single.items()))
+        before = len(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)))
+        print(f"study '{study.name}': {before} trial(s) so far, running {trials} more ({epochs} epochs each, "
+              f"{workers} worker(s)); Optuna {tracking.redact(storage_url)}, MLflow {tracking.redact(tracking.tracking_uri())}")
+        t0 = time.perf_counter()
         if trials > 0:
             shares = [trials // workers + (1 if i < trials % workers else 0) for i in range(workers)]
             if workers == 1:
@@ -414,6 +494,9 @@ def main(args) -> int:
                     status = "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
         raise
     finally:
         client.set_terminated(parent_id, status)

@@ -132,3 +132,29 @@ def test_choice_prefers_the_simpler_method_on_ties():
     perfect = torch.tensor([-5.0, 5.0, 5.0, -5.0])
     res = choose(task, [0, 1], 0, {0: {"t": perfect}, 1: {"t": perfect.clone()}}, tgt, torch.ones(4, dtype=torch.bool))
     assert res["chosen"].method == "routing" and not math.isnan(res["averaging"].val)
+
+
+def test_delta_m_matches_maninis_and_is_paired():
+    """Δm % = 100/T Σ s_t (M_t - B_t)/B_t with s = -1 for lower-is-better; a model equal to its baselines
+    gives exactly 0 on every resample."""
+    import numpy as np
+
+    from mtl.bootstrap import GroupBootstrap, delta_m, sample_stats
+    from mtl.tasks import Task
+    acc, mae = Task("g", "binary", ("a", "b")), Task("age", "regression")
+    groups = np.repeat(np.arange(20), 3)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    age = rng.uniform(10, 70, 60)
+    m = np.ones(60, dtype=bool)
+    out_m = {"g": np.where(rng.random(60) < 0.9, 2 * y - 1, 1 - 2 * y) * 3.0, "age": age + rng.normal(0, 4, 60)}
+    out_b = {"g": np.where(rng.random(60) < 0.8, 2 * y - 1, 1 - 2 * y) * 3.0, "age": age + rng.normal(0, 6, 60)}
+    st = lambda o: {"g": sample_stats(acc, o["g"], y, m), "age": sample_stats(mae, o["age"], age, m)}  # noqa: E731
+    boot = GroupBootstrap(groups, seed=0)
+    dm = delta_m(boot, [acc, mae], st(out_m), st(out_b))
+    acc_m, acc_b = np.mean(np.sign(out_m["g"]) == 2 * y - 1), np.mean(np.sign(out_b["g"]) == 2 * y - 1)
+    mae_m, mae_b = np.mean(np.abs(out_m["age"] - age)), np.mean(np.abs(out_b["age"] - age))
+    assert dm.value == pytest.approx(50 * ((acc_m - acc_b) / acc_b - (mae_m - mae_b) / mae_b))
+    assert dm.lo < dm.value < dm.hi and dm.value > 0
+    same = delta_m(boot, [acc, mae], st(out_b), st(out_b))
+    assert same.value == 0 and same.lo == 0 and same.hi == 0

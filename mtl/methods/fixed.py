@@ -30,7 +30,7 @@ class Fixed(LossWeighting):
     @classmethod
     def suggest(cls, trial, task_names):
         return {"weighting": cls.name, "weighting_args": {},
-                "loss_weights": {t: trial.suggest_float(f"loss_weight.{t}", 0.1, 3.0, log=True) for t in task_names}}
+                "loss_weights": {t: trial.suggest_float(f"loss_weight.{t}", 0.03, 3.0, log=True) for t in task_names}}
 
     def weights(self):
         return dict(self._w)

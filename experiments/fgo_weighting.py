@@ -1,0 +1,40 @@
+"""FGO method study: which way of combining the five tasks' losses trains the shared layers best.
+
+Loss weightings (fixed sum, uncertainty, DWA) beside torchjd's gradient methods (UPGrad, MGDA, PCGrad,
+CAGrad, Nash-MTL, IMTL-G, Aligned-MTL, DualProj, GradDrop, ConFIG, RLW), one objective per task on
+fgo_synth. Every method gets the same budget: REPEATS trials each (queued first, in ENQUEUE; the
+method's parameters, e.g. CAGrad's c, drawn by the sampler; `repeat` only tells repeats apart, and each
+trial has its own seed). The first `fixed` trial is the write-ups' plain sum. Architecture and learning
+rates are fixed so the method is the only difference; single-task baselines (one head alone, same
+epochs and warm start) give each trial's Δm % (Maninis et al. 2019).
+
+What is shared: the PRETRAIN backbone of fgo_regularization is loaded, its stages up to layer3 are frozen
+(their outputs cached once per process), and layer4 plus a 256-wide trunk are trained by every method —
+the parameters where task gradients can conflict. Defaults take about 10 minutes on 2 CPU cores.
+
+    make tune STUDY=fgo_weighting && make pareto STUDY=fgo_weighting
+"""
+
+from mtl import methods
+from mtl.train import TrainConfig
+
+MANIFEST = "data_manifests/fgo_synth.csv"
+OBJECTIVES = ["gender", "region", "fighting_style", "alignment", "colors"]
+METHODS = ["fixed", "uncertainty", "dwa", "upgrad", "mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g",
+           "aligned_mtl", "dualproj", "graddrop", "config", "random"]
+REPEATS = 2
+TRIALS = len(METHODS) * REPEATS
+EPOCHS = 10
+SINGLE_TASK_BASELINES = True
+PLAIN_SUM = {f"loss_weight.{t}": 1.0 for t in OBJECTIVES}
+ENQUEUE = [{"weighting": m, "repeat": r, **(PLAIN_SUM if m == "fixed" and r == 0 else {})}
+           for r in range(REPEATS) for m in METHODS]
+PRETRAIN = TrainConfig(backbone="resnet18", image_size=64, batch_size=32, epochs=30, augment=True)
+BASE = TrainConfig(backbone="resnet18", image_size=64, batch_size=32, freeze="layer3", augment=False,
+                   trunk_dims=[256], lr_backbone=5e-4, lr_heads=1e-3, scheduler="cosine")
+
+
+def search_space(trial, base: TrainConfig) -> TrainConfig:
+    method = trial.suggest_categorical("weighting", METHODS)
+    trial.suggest_int("repeat", 0, REPEATS - 1)
+    return base.replace(**methods.suggest(trial, method, OBJECTIVES))

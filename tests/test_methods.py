@@ -1,0 +1,275 @@
+"""Multi-task methods (mtl/methods): our steps against torchjd called directly, masked tasks left out,
+weighting state in checkpoints, and bad settings as one line before any training."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import mlflow
+import pytest
+import torch
+
+from mtl import methods
+from mtl.__main__ import main
+from mtl.errors import UserError
+from mtl.model import HydraNet
+from mtl.tasks import Task
+from mtl.train import TrainConfig, check_config, fit, load_checkpoint, shared_params
+
+TASKS = [Task("gender", "binary", ("F", "M")), Task("race", "multiclass", ("a", "b", "c")),
+         Task("colors", "multilabel", ("r", "g", "b", "k")), Task("age", "regression", center=40.0, scale=20.0)]
+TORCHJD = ["upgrad", "mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "dualproj", "graddrop",
+           "config", "random"]
+
+
+def batch(n=12, missing=()):
+    g = torch.Generator().manual_seed(1)
+    targets = {t.name: t.spec.random_targets(t, n, g) for t in TASKS}
+    masks = {t.name: torch.rand(n, generator=g) > 0.2 for t in TASKS}
+    for name in missing:
+        masks[name] = torch.zeros(n, dtype=torch.bool)
+    return torch.randn(n, 3, 32, 32, generator=g), targets, masks
+
+
+def model():
+    torch.manual_seed(0)
+    return HydraNet(TASKS, "resnet18", trunk_dims=[24], head_dims=[8]).train()
+
+
+def grads(net):
+    return {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+
+
+def test_every_listed_method_is_registered_and_cites_its_paper():
+    assert set(TORCHJD) | {"fixed", "uncertainty", "dwa"} <= set(methods.names())
+    for name in methods.names():
+        cls = methods.get(name)
+        assert cls.cite and (cls.__doc__ or sys.modules[cls.__module__].__doc__), name
+
+
+@pytest.mark.parametrize("name,aggregator", [("upgrad", "UPGrad"), ("mgda", "MGDA"), ("pcgrad", "PCGrad")])
+@pytest.mark.parametrize("missing", [(), ("colors",)])
+def test_step_equals_torchjd_on_the_shared_features(name, aggregator, missing):
+    """Ours: one criterion.backward. Reference: the Jacobian of the labelled tasks' losses w.r.t. the
+    shared features built by hand, torchjd's aggregator applied to it, the result backpropagated."""
+    import torchjd.aggregation
+    from torchjd.autojac import jac_to_grad, mtl_backward
+
+    from mtl.losses import task_losses
+    x, targets, masks = batch(missing=missing)
+    ours = model()
+    crit = methods.make_criterion(TrainConfig(weighting=name), TASKS, shared_params(ours))
+    crit.backward(ours.features(x), ours.heads_forward, targets, masks)
+    got = grads(ours)
+
+    ref = model()
+    feats = ref.features(x)
+    z = feats.detach().requires_grad_(True)
+    losses = task_losses(TASKS, ref.heads_forward(z), targets, masks)
+    present = [t.name for t in TASKS if t.name not in missing]
+    rows = [torch.autograd.grad(losses[k], z, retain_graph=True)[0].reshape(-1) for k in present]
+    direction = getattr(torchjd.aggregation, aggregator)()(torch.stack(rows))
+    feats.backward(direction.reshape(z.shape))
+    for k in present:  # each head gets its own task's gradient
+        torch.autograd.backward(losses[k], inputs=[p for p in ref.heads[k].parameters()], retain_graph=True)
+    want = grads(ref)
+
+    assert set(got) == set(want)
+    for k in want:
+        assert torch.allclose(got[k], want[k], atol=1e-5, rtol=1e-4), k
+    for k in missing:  # an unlabelled task takes no part: its head gets no gradient at all
+        assert all(p.grad is None for p in ours.heads[k].parameters())
+    assert [k for k in got if k.startswith("backbone.")], "the shared backbone was trained"
+
+    # the same step with the Jacobian w.r.t. the shared parameters equals torchjd's documented usage
+    ours_p, ref_p = model(), model()
+    cfg = TrainConfig(weighting=name, jacobian_on="params")
+    crit = methods.make_criterion(cfg, TASKS, shared_params(ours_p))
+    crit.backward(ours_p.features(x), ours_p.heads_forward, targets, masks)
+    feats = ref_p.features(x)
+    losses = task_losses(TASKS, ref_p.heads_forward(feats), targets, masks)
+    mtl_backward([losses[k] for k in present], features=feats)
+    jac_to_grad(shared_params(ref_p), getattr(torchjd.aggregation, aggregator)())
+    got, want = grads(ours_p), grads(ref_p)
+    assert set(got) == set(want)
+    for k in want:
+        assert torch.allclose(got[k], want[k], atol=1e-5, rtol=1e-4), k
+
+
+@pytest.mark.parametrize("name", ["fixed", "uncertainty", "dwa", *TORCHJD])
+def test_every_method_steps_and_reports_weights_and_cosines(name):
+    x, targets, masks = batch(missing=("race",))
+    net = model()
+    crit = methods.make_criterion(TrainConfig(weighting=name), TASKS, shared_params(net))
+    opt = torch.optim.SGD(list(net.parameters()) + list(crit.parameters()), lr=1e-2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    losses = crit.backward(net.features(x), net.heads_forward, targets, masks)
+    opt.step()
+    assert set(losses) == {t.name for t in TASKS} and all(torch.isfinite(v) for v in losses.values())
+    moved = {k for k, v in net.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])}
+    assert any(k.startswith("backbone.") for k in moved) and not any(k.startswith("heads.race.") and
+                                                                   "running" not in k for k in moved)
+    stats = crit.epoch_stats()
+    assert {"weight/gender", "weight/colors", "weight/age", "grad/cosine"} <= set(stats)
+    assert "weight/race" not in stats  # never labelled this epoch: no weight was applied
+    assert -1.0 <= stats["grad/cosine"] <= 1.0
+    assert "grad/cosine/gender-vs-colors" in stats and not any("race" in k for k in stats if k.startswith("grad/"))
+    assert crit.epoch_stats() == {}  # reset each epoch
+
+
+def test_uncertainty_parameter_of_an_unlabelled_task_does_not_move():
+    x, targets, masks = batch()
+    net = model()
+    crit = methods.make_criterion(TrainConfig(weighting="uncertainty"), TASKS)
+    opt = torch.optim.AdamW([{"params": list(net.parameters())},
+                             {"params": list(crit.parameters()), "weight_decay": 0.0}], lr=1e-2)
+    for _ in range(2):  # give Adam momentum for every log-variance first
+        opt.zero_grad(set_to_none=True)
+        crit.backward(net.features(x), net.heads_forward, targets, masks)
+        opt.step()
+    masks = {**masks, "age": torch.zeros_like(masks["age"])}
+    before = {k: float(p.detach()) for k, p in crit.log_var.items()}
+    opt.zero_grad(set_to_none=True)
+    crit.backward(net.features(x), net.heads_forward, targets, masks)
+    opt.step()
+    after = {k: float(p.detach()) for k, p in crit.log_var.items()}
+    assert after["age"] == before["age"]
+    assert after["gender"] != before["gender"]
+
+
+def test_dwa_ratio_is_one_for_an_epoch_without_labels():
+    crit = methods.get("dwa")(TASKS[:3], temperature=2.0)
+    crit.end_epoch({"gender": 1.0, "race": math.nan, "colors": 1.0})
+    crit.end_epoch({"gender": 0.5, "race": 2.0, "colors": 1.0})
+    w = crit.weights()
+    e = [math.exp(0.5 / 2), math.exp(1.0 / 2), math.exp(1.0 / 2)]  # race: ratio 1 (no label in epoch 1)
+    for k, v in zip(["gender", "race", "colors"], e):
+        assert math.isclose(w[k], 3 * v / sum(e), rel_tol=1e-6)
+    crit.end_epoch({"gender": 0.4, "race": 1.0, "colors": math.nan})  # colors: no label now
+    e = [math.exp(0.8 / 2), math.exp(0.5 / 2), math.exp(1.0 / 2)]
+    assert math.isclose(crit.weights()["colors"], 3 * e[2] / sum(e), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("weighting,key", [("uncertainty", "log_var.age"), ("dwa", "_extra_state")])
+def test_checkpoints_hold_the_weighting_state_and_from_restores_it(weighting, key, utk_small, tmp_path):
+    from mtl.data.manifest import load_manifest
+    m = load_manifest(utk_small)
+    cfg = TrainConfig(image_size=32, epochs=3, batch_size=16, head_dims=[8], weighting=weighting)
+    res = fit(cfg, m, tmp_path / "a")
+    fresh = fit(cfg.replace(epochs=1), m, None).history[0]
+    ckpt = load_checkpoint(res.checkpoint_dir)
+    assert key in ckpt["criterion"]
+    if weighting == "dwa":
+        assert len(ckpt["criterion"]["_extra_state"]["history"]) == 3
+    else:
+        assert float(ckpt["criterion"]["log_var.age"]) != 0.0  # learned
+    # --from continues: epoch 1 of the resumed run applies the restored weights, not the initial ones
+    resumed = fit(cfg.replace(epochs=1), m, tmp_path / "b", init=ckpt)
+    w_last = res.history[-1]
+    if weighting == "dwa":
+        h = ckpt["criterion"]["_extra_state"]["history"]
+        r = {k: h[-1][k] / h[-2][k] for k in ("age", "gender", "race")}
+        e = {k: math.exp(v / 2) for k, v in r.items()}
+        assert math.isclose(resumed.history[0]["weight/age"], 3 * e["age"] / sum(e.values()), rel_tol=1e-5)
+    else:
+        w = resumed.history[0]["weight/age"]  # continues from the learned log-variance, not from 0
+        assert abs(w - w_last["weight/age"]) < abs(w - fresh["weight/age"])
+
+
+@pytest.mark.parametrize("changes,expect", [
+    ({"weighting": "upgrad", "loss_weights": {"gender": 2.0}}, "loss_weights are for weighting=fixed"),
+    ({"weighting": "dwa", "weighting_args": {"temperature": 0.0}}, "temperature must be > 0"),
+    ({"weighting": "dwa", "weighting_args": {"temperature": -1.0}}, "temperature must be > 0"),
+    ({"weighting": "gradnorm"}, "unknown weighting 'gradnorm'"),
+    ({"scheduler": "step"}, "unknown scheduler 'step'"),
+    ({"regression_loss": "huber"}, "unknown regression_loss 'huber'"),
+    ({"weighting": "cagrad", "weighting_args": {"alpha": 0.3}}, "has no parameter(s) alpha"),
+    ({"weighting": "upgrad", "jacobian_on": "weights"}, "jacobian_on='weights'"),
+])
+def test_bad_method_settings_are_one_line(changes, expect):
+    with pytest.raises(UserError, match="^" + ".*" + expect.replace("(", r"\(").replace(")", r"\)")) as e:
+        check_config(TrainConfig(image_size=32, **changes), TASKS)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_bad_weighting_is_one_line_before_training(fgo_small, isolated_stores, capsys):
+    rc = main(["train", "--manifest", str(fgo_small), "--set", "weighting=dwa", "--set", "weighting_args.temperature=0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "temperature must be > 0" in err and "Traceback" not in err
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def test_cli_train_with_upgrad_logs_weights_and_cosines(fgo_small, isolated_stores, capsys):
+    rc = main(["train", "--manifest", str(fgo_small), "--epochs", "2", "--set", "image_size=32",
+               "--set", "weighting=cagrad", "--set", "weighting_args.c=0.3"])
+    assert rc == 0, capsys.readouterr()
+    run = mlflow.search_runs(experiment_names=["train"], output_format="list")[0]
+    assert run.data.params["weighting"] == "cagrad" and run.data.params["cagrad.c"] == "0.3"
+    client = mlflow.MlflowClient()
+    for key in ("weight/gender", "weight/colors", "grad/cosine", "grad/cosine/gender-vs-region"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+
+
+METHOD_STUDY = '''
+"""Tiny method study for tests."""
+from mtl import methods
+from mtl.train import TrainConfig
+MANIFEST = "{manifest}"
+OBJECTIVES = ["gender", "region", "colors"]
+METHODS = ["fixed", "upgrad", "cagrad"]
+TRIALS = 3
+EPOCHS = 1
+SINGLE_TASK_BASELINES = True
+ENQUEUE = [{{"weighting": m}} for m in METHODS]
+BASE = TrainConfig(image_size=32, batch_size=16, trunk_dims=[16])
+
+
+def search_space(trial, base):
+    return base.replace(**methods.suggest(trial, trial.suggest_categorical("weighting", METHODS), OBJECTIVES))
+'''
+
+
+def test_method_study_equal_budget_single_task_baselines_and_delta_m(isolated_stores, fgo_small, capsys):
+    exp = isolated_stores / "experiments"
+    exp.mkdir()
+    (exp / "meth.py").write_text(METHOD_STUDY.format(manifest=fgo_small))
+    assert main(["tune", "meth"]) == 0
+    runs = mlflow.search_runs(experiment_names=["meth"], output_format="list")
+    single = {r.data.tags["mtl.task"]: r for r in runs if r.data.tags.get("mtl.role") == "single-task"}
+    trials = [r for r in runs if r.data.tags.get("mtl.role") == "trial"]
+    assert set(single) == {"gender", "region", "colors"} and len(trials) == 3
+    assert sorted(r.data.params["weighting"] for r in trials) == ["cagrad", "fixed", "upgrad"]  # ENQUEUE: once each
+    assert single["colors"].data.params["single_task"] == "colors"
+    for r in trials:
+        m = r.data.metrics
+        assert m["best_val/delta_m_lo"] <= m["best_val/delta_m"] <= m["best_val/delta_m_hi"]
+    # Δm recomputed by hand from the logged point scores: 100/T Σ (M - B) / B (all higher-is-better here)
+    keys = {"gender": "gender/acc", "region": "region/acc", "colors": "colors/f1"}
+    for r in trials:
+        want = 100 / 3 * sum((r.data.metrics[f"best_val/{k}"] - single[t].data.metrics[f"best_val/{k}"])
+                             / single[t].data.metrics[f"best_val/{k}"] for t, k in keys.items())
+        assert r.data.metrics["best_val/delta_m"] == pytest.approx(want, rel=1e-6, abs=1e-9)
+
+    # a resume trains no baseline again, and queues nothing again
+    capsys.readouterr()
+    assert main(["tune", "meth", "--trials", "1"]) == 0
+    assert "single-task baseline" not in capsys.readouterr().out
+    runs = mlflow.search_runs(experiment_names=["meth"], output_format="list")
+    assert sum(r.data.tags.get("mtl.role") == "single-task" for r in runs) == 3
+
+    assert main(["pareto", "meth"]) == 0
+    out = capsys.readouterr().out
+    assert "Δm %" in out and "| upgrad | 1 |" in out and "| cagrad |" in out
+    assert (isolated_stores / "reports" / "meth" / "methods.md").is_file()
+
+
+def test_a_study_with_a_bad_method_fails_before_any_trial(isolated_stores, fgo_small, capsys):
+    exp = isolated_stores / "experiments"
+    exp.mkdir()
+    bad = METHOD_STUDY.replace('METHODS = ["fixed", "upgrad", "cagrad"]', 'METHODS = ["fixed", "upgrad", "gradnorm"]')
+    (exp / "meth.py").write_text(bad.format(manifest=fgo_small).replace("ENQUEUE = ", "_Q = "))
+    assert main(["tune", "meth"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown weighting 'gradnorm'" in err and "meth.py" in err and "Traceback" not in err
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
