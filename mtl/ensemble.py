@@ -17,7 +17,7 @@ table a researcher reads (also on the study's parent run).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from mtl import tracking
-from mtl.bootstrap import GroupBootstrap, Score, point, sample_stats, verdict
+from mtl.bootstrap import GroupBootstrap, Score, delta_m, point, sample_stats, verdict
 from mtl.data.dataset import build_transform, cached_images
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
@@ -34,6 +34,7 @@ from mtl.tasks import Task
 from mtl.train import VAL_OUTPUTS, load_checkpoint, model_from_checkpoint
 
 BASELINE_STUDY = "fgo_rounds"
+SINGLE = "single-task"  # the row of the single-task baselines (one head alone per task), when the study has them
 GREEDY_STEPS = 25
 
 
@@ -208,6 +209,7 @@ class Final:
     comparisons: dict[str, list[tuple[str, Score, str]]]  # task -> (what, a - b, verdict)
     n_groups: int
     n_images: int
+    delta_m: dict[str, Score] = field(default_factory=dict)  # model -> Δm % vs the single-task baselines
 
 
 def final_scores(tasks, manifest, outputs: dict[str, dict[str, torch.Tensor]], rounds: list[str]) -> Final:
@@ -224,10 +226,14 @@ def final_scores(tasks, manifest, outputs: dict[str, dict[str, torch.Tensor]], r
         pairs += [(f"tuned best - {r}", "routing", r) for r in rounds]
         pairs += [("chosen ensemble - tuned best", "chosen on val", "routing")]
         comparisons[t.name] = []
+        if SINGLE in stats:
+            pairs += [(f"tuned best - {SINGLE}", "routing", SINGLE)]
         for what, a, b in pairs:
             d = boot.paired(t, stats[a][t.name], stats[b][t.name])
             comparisons[t.name].append((what, d, verdict(t, d)))
-    return Final(rows, comparisons, boot.n_groups, len(manifest.rows("test")))
+    dm = {name: delta_m(boot, tasks, st, stats[SINGLE]) for name, st in stats.items()
+          if SINGLE in stats and name not in (SINGLE, "best constant")}
+    return Final(rows, comparisons, boot.n_groups, len(manifest.rows("test")), dm)
 
 
 def main(args) -> int:
@@ -250,6 +256,9 @@ def main(args) -> int:
     outputs.update({f"trial-{n}": out for n, out in members.items()})
     rounds = baseline_members(study, manifest, args.storage)
     outputs.update({name: test.member(run_id, tasks) for name, run_id in rounds})
+    single = s.user_attrs.get("single_task_runs", {})
+    if set(single) >= {t.name for t in tasks}:  # each task from its own single-task model
+        outputs[SINGLE] = {t.name: test.task_output(single[t.name], t.name) for t in tasks}
     final = final_scores(tasks, manifest, outputs, [name for name, _ in rounds])
 
     out = Path("reports") / study.name
@@ -289,9 +298,11 @@ def main(args) -> int:
 def to_markdown(final: Final, tasks: list[Task], choices: dict) -> str:
     """Test score [95 % interval] of every model; the best point estimate of each column in bold."""
     cols = [t.name for t in tasks]
-    lines = [f"Test split: {final.n_groups} groups, {final.n_images} images; score [95 % group-bootstrap interval].",
-             "", "| model | " + " | ".join(f"{t.name} {t.primary_metric}" for t in tasks) + " |",
-             "|---|" + "---:|" * len(cols)]
+    dm = bool(final.delta_m)
+    lines = [f"Test split: {final.n_groups} groups, {final.n_images} images; score [95 % group-bootstrap interval]"
+             + ("; Δm % vs the single-task baselines (Maninis et al. 2019), paired." if dm else "."),
+             "", "| model | " + " | ".join(f"{t.name} {t.primary_metric}" for t in tasks) + (" | Δm % |" if dm else " |"),
+             "|---|" + "---:|" * (len(cols) + dm)]
     best = {}
     for t in tasks:
         vals = [r[t.name].value for r in final.rows.values()]
@@ -299,9 +310,16 @@ def to_markdown(final: Final, tasks: list[Task], choices: dict) -> str:
     for name, row in final.rows.items():
         label = name if name != "averaging" else f"averaging ({len(choices[tasks[0].name]['averaging'].weights)})"
         cells = [f"**{row[c]}**" if row[c].value == best[c] else str(row[c]) for c in cols]
+        if dm:
+            d = final.delta_m.get(name)
+            cells.append(_pct(d) if d else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "chosen on val: " + "; ".join(f"{t.name} {choices[t.name]['chosen'].describe()}" for t in tasks)]
     return "\n".join(lines) + "\n"
+
+
+def _pct(d: Score) -> str:
+    return f"{d.value:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}]"
 
 
 def _sentence(task: Task, comps: list[tuple[str, Score, str]]) -> str:
@@ -316,7 +334,7 @@ def _sentence(task: Task, comps: list[tuple[str, Score, str]]) -> str:
 def write_report(path: Path, study, manifest, tasks: list[Task], final: Final, choices: dict, rounds: list[str]) -> Path:
     """`reports/<study>/report.md`: per task the best constant, the rounds, the tuned best and the chosen
     ensemble on test with intervals, the paired differences, and a sentence on what holds."""
-    order = ["best constant", *rounds, "routing", "chosen on val"]
+    order = ["best constant", *([SINGLE] if SINGLE in final.rows else []), *rounds, "routing", "chosen on val"]
     names = {"routing": "tuned best (val-selected trial)", "chosen on val": "chosen ensemble (on val)"}
     lines = [f"# {study.name}: what holds on the test split", "",
              f"Manifest `{manifest.path}`; test split: {final.n_groups} groups, {final.n_images} images, read once, "
@@ -326,6 +344,12 @@ def write_report(path: Path, study, manifest, tasks: list[Task], final: Final, c
              "| task | " + " | ".join(names.get(n, n) for n in order) + " |", "|---|" + "---:|" * len(order)]
     for t in tasks:
         lines.append(f"| {t.name} ({t.primary_metric}) | " + " | ".join(str(final.rows[n][t.name]) for n in order) + " |")
+    if final.delta_m:
+        lines.append("| Δm % vs single-task | " + " | ".join(
+            _pct(final.delta_m[n]) if n in final.delta_m else "" for n in order) + " |")
+        lines += ["", "Δm % (Maninis et al. 2019): the mean relative gain over the single-task baselines (one head "
+                  "alone, same budget), 100/T Σ ±(M − B)/B; its interval is paired over the same resamples, so an "
+                  "interval above 0 means the multi-task model is better on average over tasks."]
     for t in tasks:
         c = choices[t.name]
         lines += ["", f"## {t.name} ({t.primary_metric}, {'lower' if t.direction == 'minimize' else 'higher'} is better)",

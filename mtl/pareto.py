@@ -283,9 +283,12 @@ def methods_table(study, s, members) -> str | None:
             pick = max if dirs[i] == "maximize" else min
             b = pick(ms, key=lambda m: m.values[i])
             cells.append(_cell(b.values[i], trials[b.number].user_attrs.get(f"ci.{task}")) + f" (#{b.number})")
-        if has_dm:
-            b = max(ms, key=lambda m: _dm(trials[m.number].user_attrs)[0])
+        finite = [m for m in ms if math.isfinite(_dm(trials[m.number].user_attrs)[0])]
+        if has_dm and finite:
+            b = max(finite, key=lambda m: _dm(trials[m.number].user_attrs)[0])
             cells.append(_cell(*_dm(trials[b.number].user_attrs), digits=1) + f" (#{b.number})")
+        elif has_dm:
+            cells.append("n/a")
         lines.append(f"| {method} | {len(ms)} | " + " | ".join(cells) + " |")
     return "\n".join(["Per method: best val score per task over its trials (trial #), 95 % group-bootstrap interval "
                       "of that trial" + ("; Δm % vs single-task baselines" if has_dm else "") + ".", ""] + lines)

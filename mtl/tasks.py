@@ -15,7 +15,7 @@ from mtl.kinds import LabelError
 from mtl.kinds.base import MULTILABEL_SEP
 
 TASK_KEYS = ("name", "kind", "classes", "center", "scale", "title")
-__all__ = ["LabelError", "MULTILABEL_SEP", "Task", "display_name"]
+__all__ = ["LabelError", "MULTILABEL_SEP", "Task"]
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,3 @@ class Task:
             raise LabelError(f"task '{name}': 'title' must be a string, got {title!r}")
         return cls(name=name, kind=d["kind"], classes=tuple(classes), center=float(center), scale=float(scale),
                    title=title.strip())
-
-
-
-def display_name(task: Task) -> str:
-    return task.display_name

@@ -49,7 +49,7 @@ class TrainConfig:
     weighting: str = "fixed"  # a method of mtl/methods: fixed, uncertainty, dwa, upgrad, mgda, pcgrad, cagrad, ...
     weighting_args: dict = field(default_factory=dict)  # the method's parameters (`--set weighting_args.c=0.4`)
     loss_weights: dict[str, float] = field(default_factory=dict)  # weighting=fixed only; missing task = 1
-    jacobian_on: str = "features"  # gradient methods: Jacobian w.r.t. the shared features, or params
+    jacobian_on: str = "features"  # gradient methods (not the loss weightings): Jacobian w.r.t. the shared features or params
     regression_loss: str = "l1"  # l1 | mse | smooth_l1
     lr_backbone: float = 1e-3  # the FGO notebook fine-tuned pretrained weights at 1e-4; from scratch needs more
     lr_heads: float = 1e-3
@@ -103,6 +103,12 @@ class TrainConfig:
             if key not in hints:
                 raise UserError(f"--set {item!r}: unknown config key '{key}' (known: {', '.join(sorted(hints))})")
             setattr(cfg, key, _parse(item, value, hints[key]))
+        if cfg.weighting != self.weighting:  # another method (e.g. over a --from checkpoint's config): the old
+            # method's parameters and fixed weights do not carry over; those set in this command do
+            cfg.weighting_args = {k: v for k, v in cfg.weighting_args.items() if k not in self.weighting_args
+                                  or any(i.startswith(f"weighting_args.{k}=") for i in items)}
+            if cfg.weighting != "fixed" and not any(i.startswith("loss_weights.") for i in items):
+                cfg.loss_weights = {}
         if cfg.weighting_args:
             cfg.weighting_args = methods.get(cfg.weighting).coerce_args(cfg.weighting_args)
         return cfg

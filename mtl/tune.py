@@ -58,16 +58,21 @@ def check_search_space(study: Study, tasks, draws: int = 16) -> None:
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     for params in study.enqueue:
         probe.enqueue_trial(params)
-    cfgs = []
-    for i in range(1 + len(study.enqueue) + (draws if not study.configs else len(study.configs))):
+    cfgs, n_q = [], len(study.enqueue)
+    for i in range(n_q + 1 + (draws if not study.configs else len(study.configs))):
+        queued = study.enqueue[i] if i < n_q else None
         trial = probe.ask()
         try:
             cfgs.append(trial_config(study, trial, study.epochs))
         except UserError as e:  # a setting mtl rejects (an unknown method, say): never right in any trial
             raise e if str(study.path) in str(e) else UserError(f"{study.path}: search space: {e}") from None
-        except Exception as e:  # the first draw must work; a later one may fail alone, as its trial would
-            if i == 0:
-                raise UserError(f"{study.path}: search space fails ({type(e).__name__}: {e})") from None
+        except Exception as e:  # every queued draw and the first sampled one must work; later ones may fail alone
+            if i <= n_q:
+                what = f"ENQUEUE entry {queued}" if queued is not None else "search space"
+                raise UserError(f"{study.path}: {what} fails ({type(e).__name__}: {e})") from None
+        if queued is not None and set(queued) - set(trial.params):
+            raise UserError(f"{study.path}: ENQUEUE entry {queued}: the search space has no parameter(s) "
+                            f"{', '.join(sorted(set(queued) - set(trial.params)))}")
         probe.tell(trial, [0.0] * len(study.objectives))
     for cfg in cfgs:
         bad = set(cfg.loss_weights) - set(task_names)
@@ -350,6 +355,22 @@ def ensure_pretrain(study: Study, manifest, client, experiment_id: str, parent_i
     return f"runs:/{run_id}/checkpoints/{ckpt}"
 
 
+def pending_entries(entries, trials) -> list[dict]:
+    """ENQUEUE entries without a trial that ran or will run them: each trial whose parameters contain an
+    entry (complete, pruned, running or waiting) accounts for one occurrence of it; failed ones do not."""
+    alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    unused = [t for t in trials if t.state in alive]
+    todo = []
+    for entry in entries:
+        match = next((t for t in unused if all(t.params.get(k, t.system_attrs.get("fixed_params", {}).get(k)) == v
+                                                for k, v in entry.items())), None)
+        if match is None:
+            todo.append(entry)
+        else:
+            unused.remove(match)
+    return todo
+
+
 def ensure_single_task(study: Study, manifest, client, experiment_id: str, parent_id: str, pretrain: str | None,
                        epochs: int) -> dict[str, str]:
     """SINGLE_TASK_BASELINES: for each objective, BASE with that head alone, the same epochs and warm start
@@ -357,7 +378,9 @@ def ensure_single_task(study: Study, manifest, client, experiment_id: str, paren
     manifest content like the pretrain stage. Returns task -> run id; their val outputs give Δm %."""
     if not study.single_task:
         return {}
-    cfg = study.base.replace(epochs=epochs, init=pretrain or study.base.init)
+    # the plain loss of one task: no weighting method, no weights for tasks the model does not have
+    cfg = study.base.replace(epochs=epochs, init=pretrain or study.base.init, weighting="fixed", weighting_args={},
+                             loss_weights={})
     where = [e.experiment_id for e in client.search_experiments()]
     runs = {}
     for task in study.objectives:
@@ -460,10 +483,11 @@ def main(args) -> int:
         trials = min(trials, len(todo)) if not args.trials else trials
         if not todo:
             print(f"all {len(study.configs)} rounds of '{study.name}' are done")
-    if study.enqueue and not s.user_attrs.get("mtl.enqueued"):  # once per study, not on every resume
-        for params in study.enqueue:
+    if study.enqueue:  # queued entries no trial has run (or is running / waiting for) yet; a failed one again
+        todo = pending_entries(study.enqueue, s.get_trials(deepcopy=False))
+        for params in todo:
             s.enqueue_trial(params)
-        s.set_user_attr("mtl.enqueued", True)
+        trials = min(trials, len(todo)) if todo and not args.trials else trials
     parent_id = parent_run(client, experiment_id, study, storage_url, manifest)
     client.update_run(parent_id, status="RUNNING")
     status = "FINISHED"

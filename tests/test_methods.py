@@ -263,6 +263,11 @@ def test_method_study_equal_budget_single_task_baselines_and_delta_m(isolated_st
     assert "Δm %" in out and "| upgrad | 1 |" in out and "| cagrad |" in out
     assert (isolated_stores / "reports" / "meth" / "methods.md").is_file()
 
+    assert main(["ensemble", "meth"]) == 0
+    report = (isolated_stores / "reports" / "meth" / "report.md").read_text()
+    assert "| single-task |" in report or "single-task |" in report.splitlines()[6]
+    assert "Δm % vs single-task" in report and "tuned best - single-task" in report
+
 
 def test_a_study_with_a_bad_method_fails_before_any_trial(isolated_stores, fgo_small, capsys):
     exp = isolated_stores / "experiments"
@@ -273,3 +278,43 @@ def test_a_study_with_a_bad_method_fails_before_any_trial(isolated_stores, fgo_s
     err = capsys.readouterr().err
     assert "unknown weighting 'gradnorm'" in err and "meth.py" in err and "Traceback" not in err
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def test_switching_method_drops_the_old_methods_settings():
+    old = TrainConfig(weighting="dwa", weighting_args={"temperature": 3.0})
+    assert old.with_overrides(["weighting=upgrad"]).weighting_args == {}
+    fixed = TrainConfig(loss_weights={"gender": 2.0})
+    assert fixed.with_overrides(["weighting=cagrad"]).loss_weights == {}
+    new = old.with_overrides(["weighting=cagrad", "weighting_args.c=0.2"])
+    assert new.weighting_args == {"c": 0.2} and isinstance(new.weighting_args["c"], float)
+    assert old.with_overrides(["weighting_args.temperature=1.5"]).weighting_args == {"temperature": 1.5}
+    with pytest.raises(UserError, match="must be > 0"):
+        old.with_overrides(["weighting_args.temperature=0"])
+
+
+def test_pending_entries_requeue_failed_and_count_waiting():
+    import optuna
+
+    from mtl.tune import pending_entries
+    s = optuna.create_study()
+    entries = [{"weighting": "fixed", "repeat": 0}, {"weighting": "fixed", "repeat": 1}, {"weighting": "upgrad"}]
+    for e in entries:
+        s.enqueue_trial(e)
+    assert pending_entries(entries, s.get_trials()) == []  # all three are waiting
+    t = s.ask()  # runs the first entry ...
+    s.tell(t, state=optuna.trial.TrialState.FAIL)  # ... and fails: it is pending again
+    assert pending_entries(entries, s.get_trials()) == [entries[0]]
+    s.tell(s.ask(), 0.5)
+    assert pending_entries(entries + [entries[2]], s.get_trials()) == [entries[0], entries[2]]
+
+
+def test_a_bad_enqueue_entry_is_one_line(isolated_stores, fgo_small, capsys):
+    exp = isolated_stores / "experiments"
+    exp.mkdir()
+    for entries, needle in [('[{{"weighting": "upgrd"}}]', "ENQUEUE entry {'weighting': 'upgrd'}"),
+                            ('[{{"weightng": "upgrad"}}]', "no parameter(s) weightng")]:
+        (exp / "meth.py").write_text(METHOD_STUDY.replace(
+            'ENQUEUE = [{{"weighting": m}} for m in METHODS]', f"ENQUEUE = {entries}").format(manifest=fgo_small))
+        assert main(["tune", "meth"]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, err

@@ -240,7 +240,8 @@ class JacobianMethod(Criterion):
     shared network, so a step costs about one backward however many heads. `jacobian_on="params"`
     aggregates the Jacobian with respect to the shared parameters instead (exact Jacobian descent,
     one backward per task through the backbone). Tasks without a labelled sample in the batch take no
-    part in the step's aggregation."""
+    part in the step's aggregation. A stateful aggregator (Nash-MTL) keeps one state per set of tasks
+    present; that state is not in checkpoints (`--from` restarts it)."""
 
     aggregator: ClassVar[str] = ""  # the class name in torchjd.aggregation
 
@@ -288,12 +289,15 @@ class JacobianMethod(Criterion):
         agg = self.aggregator_for(tuple(present))
         wrt = self.shared_params if params_mode else [leaf]
         mtl_backward([losses[k] for k in present], features=z, shared_params=wrt)
-        jac = torch.cat([p.jac.reshape(len(present), -1) for p in wrt], dim=1).float()
-        weights = jac_to_grad(wrt, agg)
-        if weights is None:  # GradDrop, ConFIG: the weights whose combination of the rows is closest
-            g = torch.cat([p.grad.reshape(-1) for p in wrt]).float()
-            weights = torch.linalg.lstsq(jac.T, g.unsqueeze(1)).solution.squeeze(1)
+        jacs = [p.jac.reshape(len(present), -1) for p in wrt]  # per tensor: no concatenated copy
+        gram = sum(j.float() @ j.float().T for j in jacs)
+        weights = jac_to_grad(wrt, agg, retain_jac=True)
+        if weights is None:  # GradDrop, ConFIG: the least-squares weights w of their update g = J^T w
+            jg = sum(j.float() @ p.grad.reshape(-1).float() for j, p in zip(jacs, wrt))
+            weights = torch.linalg.pinv(gram.double().cpu()) @ jg.double().cpu()
+        for p in wrt:
+            del p.jac
         if not params_mode and features.requires_grad:
             features.backward(leaf.grad.to(features.dtype))
-        self.record({k: float(w) for k, w in zip(present, weights)}, present, jac @ jac.T)
+        self.record({k: float(w) for k, w in zip(present, weights)}, present, gram)
         return {k: v.detach() for k, v in losses.items()}
