@@ -285,11 +285,48 @@ def main(args) -> int:
                         | {f"val/{t.metric_key}": choices[t.name]["chosen"].val for t in tasks})
         for f in ("ensemble_test.md", "ensemble_test.csv", "report.md"):
             run.log_artifact(out / f)
+    register_ensemble(client, study.name, run.run_id, tasks, choices, front, test, manifest)
+    for old in client.search_runs([exp], f"tags.`mtl.role` = 'ensemble' and tags.`mtl.study` = '{study.name}'"):
+        if old.info.run_id != run.run_id:  # one ensemble run per study: the latest
+            client.delete_run(old.info.run_id)
     parent = find_parent(client, study.name)
     if parent:
         client.log_artifact(parent, str(report), "report")
     print(f"\nreport: {report}; table: {out / 'ensemble_test.md'} and .csv; MLflow run 'ensemble' {run.run_id}")
     return 0
+
+
+def register_ensemble(client, study_name: str, run_id: str, tasks, choices, front, cache, manifest) -> str:
+    """The chosen ensemble as a logged model (pyfunc) on the ensemble run, registered as a version of
+    `<study>` with alias `ensemble`: its members are the (trial, best-epoch checkpoint) pairs the chosen
+    combinations use, each task averaging its own members' probabilities with the chosen weights."""
+    import mlflow
+
+    from mtl import mlmodel
+    run_of = {m.number: m.run_id for m in front}
+    members, combine = {}, {}
+    for t in tasks:
+        combine[t.name] = {}
+        for number, w in choices[t.name]["chosen"].weights.items():
+            key = (run_of[number], cache.best_file(run_of[number], t.name))
+            name = members.setdefault(key, f"m{len(members)}")
+            combine[t.name][name] = combine[t.name].get(name, 0.0) + float(w)
+    ckpts = {name: load_checkpoint(client.download_artifacts(r, f"checkpoints/{f}")) for (r, f), name in members.items()}
+    example = manifest.root / manifest.rows("val")["image"].iloc[0]
+    val = {f"val/{t.metric_key}": choices[t.name]["chosen"].val for t in tasks}
+    dataset = mlflow.data.from_pandas(manifest.table, source=str(manifest.path), name=manifest.name)
+    logged = mlmodel.log_model(run_id, "ensemble", ckpts, tasks, combine, example, metrics=val, dataset=dataset,
+                               params={"study": study_name, **{f"chosen.{t.name}": choices[t.name]["chosen"].describe()
+                                                               for t in tasks}})
+    try:
+        client.create_registered_model(study_name, description=f"per-task best models of study {study_name}")
+    except Exception:
+        pass  # already registered
+    mv = client.create_model_version(study_name, logged.model_uri, run_id=run_id, model_id=logged.model_id,
+                                     tags={"task": "ensemble", "members": str(len(members))})
+    client.set_registered_model_alias(study_name, "ensemble", mv.version)
+    print(f"registered models:/{study_name}@ensemble -> version {mv.version} ({len(members)} member checkpoint(s))")
+    return mv.version
 
 
 # ------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from mtl import tracking
+from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.studies import ROLE_TAG, default_storage, load_study, make_storage
 
@@ -112,44 +113,80 @@ def find_parent(client, study_name: str) -> str | None:
 # ------------------------------------------------------------------------------------------------
 # registry
 # ------------------------------------------------------------------------------------------------
-def register_best(client, study_name: str, best: dict[str, Member]) -> dict[str, str]:
-    """Register each task's best checkpoint (the trial's checkpoints directory) as `<study>@best-<task>`."""
+MODEL_FORMAT = "pyfunc-1"  # registry versions made before models were MLflow models are replaced
+
+
+def register_best(client, study_name: str, best: dict[str, Member], manifest) -> dict[str, str]:
+    """Each task's best checkpoint as an MLflow logged model (pyfunc, mtl/mlmodel.py) on its trial run,
+    registered as `<study>` with alias `best-<task>`. Tasks whose best is the same checkpoint share one
+    model and version; re-running on an unchanged study keeps the versions it already made."""
+    import mlflow
+
+    from mtl import mlmodel
+    from mtl.tasks import Task
+    from mtl.train import load_checkpoint
     try:
         client.create_registered_model(study_name, description=f"per-task best models of study {study_name}")
     except Exception:
         pass  # already registered
-    versions = {}
+    groups: dict[tuple[str, str], list[str]] = {}
+    index = {}
     for task, m in best.items():
-        index = json.loads(Path(client.download_artifacts(m.run_id, "checkpoints/index.json")).read_text())
-        info = index["best"][task]
-        try:  # re-running pareto on an unchanged study keeps the versions it already made
-            cur = client.get_model_version_by_alias(study_name, f"best-{task}")
-            if cur.run_id == m.run_id and cur.tags.get("checkpoint") == info["file"]:
-                versions[task] = cur.version
-                continue
-        except Exception:
-            pass
-        source = f"{client.get_run(m.run_id).info.artifact_uri}/checkpoints"
-        mv = client.create_model_version(study_name, source, run_id=m.run_id,
-                                         tags={"task": task, "trial": str(m.number), "checkpoint": info["file"],
-                                               "epoch": str(info["epoch"]), "val_score": f"{info['score']:.6g}"})
-        client.set_registered_model_alias(study_name, f"best-{task}", mv.version)
-        versions[task] = mv.version
+        if m.run_id not in index:
+            index[m.run_id] = json.loads(Path(client.download_artifacts(m.run_id, "checkpoints/index.json")).read_text())
+        groups.setdefault((m.run_id, index[m.run_id]["best"][task]["file"]), []).append(task)
+    example = manifest.root / manifest.rows("val")["image"].iloc[0]
+    dataset = mlflow.data.from_pandas(manifest.table, source=str(manifest.path), name=manifest.name)
+    versions = {}
+    for (run_id, file), tasks in groups.items():
+        current = [_alias_version(client, study_name, t) for t in tasks]
+        if all(v is not None and v.run_id == run_id and v.tags.get("checkpoint") == file
+               and v.tags.get("format") == MODEL_FORMAT for v in current):
+            versions.update({t: v.version for t, v in zip(tasks, current)})
+            continue
+        ckpt = load_checkpoint(client.download_artifacts(run_id, f"checkpoints/{file}"))
+        model_tasks = [Task.from_dict(t) for t in ckpt["tasks"]]
+        info = index[run_id]["best"]
+        trial = next(m.number for t, m in best.items() if m.run_id == run_id)
+        logged = mlmodel.log_model(
+            run_id, "best-" + "-".join(tasks), {"m0": ckpt}, model_tasks, {t.name: {"m0": 1.0} for t in model_tasks},
+            example, metrics={f"val/{manifest.task(t).metric_key}": info[t]["score"] for t in tasks}, dataset=dataset,
+            params={"study": study_name, "trial": trial, "checkpoint": file, "best_for": ",".join(tasks)})
+        mv = client.create_model_version(study_name, logged.model_uri, run_id=run_id, model_id=logged.model_id, tags={
+            "task": ",".join(tasks), "trial": str(trial), "checkpoint": file, "format": MODEL_FORMAT,
+            "epoch": str(info[tasks[0]]["epoch"]), **{f"val_score.{t}": f"{info[t]['score']:.6g}" for t in tasks},
+            "val_score": f"{info[tasks[0]]['score']:.6g}"})
+        for t in tasks:
+            client.set_registered_model_alias(study_name, f"best-{t}", mv.version)
+            versions[t] = mv.version
     return versions
 
 
+def _alias_version(client, name: str, task: str):
+    try:
+        return client.get_model_version_by_alias(name, f"best-{task}")
+    except Exception:
+        return None
+
+
 def load_best(study_name: str, task: str) -> dict:
-    """The checkpoint dict behind `models:/<study>@best-<task>` (loaded with weights_only=True)."""
+    """The checkpoint dict behind `models:/<study>@best-<task>` (loaded with weights_only=True), with the
+    backbone base it was stored against taken from the model's own copy."""
     import mlflow
 
     from mtl.train import load_checkpoint
-    client = tracking.get_client()
+    if _alias_version(tracking.get_client(), study_name, task) is None:
+        raise UserError(f"no registered model '{study_name}@best-{task}'; run: make pareto STUDY={study_name}")
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{study_name}@best-{task}")) / "artifacts"
     try:
-        mv = client.get_model_version_by_alias(study_name, f"best-{task}")
-    except Exception:
-        raise UserError(f"no registered model '{study_name}@best-{task}'; run: make pareto STUDY={study_name}") from None
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{study_name}@best-{task}"))
-    return load_checkpoint(local / mv.tags["checkpoint"])
+        spec = json.loads((local / "spec.json").read_text())
+    except FileNotFoundError:
+        raise UserError(f"models:/{study_name}@best-{task} is not an mtl model; run: make pareto STUDY={study_name}") from None
+    ckpt = load_checkpoint(local / "m0.pt")
+    base = spec["members"]["m0"].get("base")
+    if base:
+        ckpt["config"] = {**ckpt["config"], "init": str(local / f"{base}.pt")}
+    return ckpt
 
 
 # ------------------------------------------------------------------------------------------------
@@ -325,7 +362,7 @@ def main(args) -> int:
     for m in members:
         client.set_tag(m.run_id, "pareto", str(m.number in front_ids).lower())
         client.set_tag(m.run_id, "best_for", ",".join(best_for.get(m.number, [])))
-    versions = register_best(client, study.name, best)
+    versions = register_best(client, study.name, best, load_manifest(study.manifest))
     for task, v in versions.items():
         print(f"registered models:/{study.name}@best-{task} -> version {v} (trial {best[task].number})")
     out = Path("reports") / study.name

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from mtl.data.dataset import build_transform, decode
 from mtl.data.images import to_rgb
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
@@ -39,18 +38,16 @@ def truth_caption(tasks: list[Task], row) -> str:
     return ", ".join(parts)
 
 
-@torch.no_grad()
 def run_models(models: dict, tasks: list[Task], paths: list[Path]) -> list[dict[str, torch.Tensor]]:
-    """models: task -> (model, cfg); each task's output comes from its own model."""
+    """models: task -> (model, cfg); each task's output comes from its own model (each model runs once)."""
+    from mtl.mlmodel import member_outputs
     results = [{} for _ in paths]
     by_model: dict[int, list[str]] = {}
     for name, (model, _) in models.items():
         by_model.setdefault(id(model), []).append(name)
     for names in by_model.values():
         model, cfg = models[names[0]]
-        tf = build_transform(train=False, augment=False)
-        x = torch.stack([tf(decode(p, cfg.image_size)) for p in paths])
-        out = model(x)
+        out = member_outputs(model, cfg, paths)
         for i in range(len(paths)):
             for n in names:
                 results[i][n] = out[n][i]

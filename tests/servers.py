@@ -102,3 +102,38 @@ def mlflow_server(backend_uri: str, artifacts: Path):
         except subprocess.TimeoutExpired:
             p.kill()
         log.close()
+
+
+@contextlib.contextmanager
+def model_server(model_uri: str, tracking_uri: str, workdir: Path):
+    """`mlflow models serve -m <uri> --env-manager local` on 127.0.0.1:<free port>; yields its URL once
+    /ping answers."""
+    port = free_port()
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    log_path = workdir / f"model-server-{port}.log"
+    log = open(log_path, "w")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,  # the scoring server execs uvicorn from this venv
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    p = subprocess.Popen([mlflow_bin, "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1",
+                          "-p", str(port), "-w", "1"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if p.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow models serve did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        log.close()

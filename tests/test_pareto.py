@@ -7,12 +7,13 @@ from pathlib import Path
 
 import mlflow
 import optuna
+import pandas as pd
 import pytest
 import torch
 
 from mtl.__main__ import main
 from mtl.ensemble import average, route
-from mtl.pareto import best_per_task, dominates, pareto_front
+from mtl.pareto import best_per_task, dominates, load_best, pareto_front
 from mtl.predict import caption
 from mtl.tasks import Task
 from tests.test_tune import STUDY
@@ -113,13 +114,18 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     for task in ("gender", "region", "fighting_style", "alignment", "colors"):
         assert task in best_for
         mv = client.get_model_version_by_alias("tiny", f"best-{task}")
-        assert mv.tags["task"] == task
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/tiny@best-{task}"))
-        ck = torch.load(local / mv.tags["checkpoint"], weights_only=True)
+        assert task in mv.tags["task"].split(",") and mv.source.startswith("models:/m-")
+        ck = load_best("tiny", task)
         run = client.get_run(mv.run_id)
-        assert float(mv.tags["val_score"]) == pytest.approx(run.data.metrics[f"best_val/{task}/"
-                                                                             f"{'f1' if task == 'colors' else 'acc'}"], rel=1e-5)
+        assert float(mv.tags[f"val_score.{task}"]) == pytest.approx(
+            run.data.metrics[f"best_val/{task}/{'f1' if task == 'colors' else 'acc'}"], rel=1e-5)
         assert ck["epoch"] == 1
+        lm = mlflow.get_logged_model(mv.source.split("/")[-1])  # a logged model of the trial run, with its val metrics
+        assert lm.source_run_id == mv.run_id and any(m.key.startswith(f"val/{task}/") for m in lm.metrics)
+    versions = {client.get_model_version_by_alias("tiny", f"best-{t}").version for t in ("gender", "colors")}
+    assert main(["pareto", "tiny"]) == 0  # unchanged study: the same versions, no new ones
+    assert versions == {client.get_model_version_by_alias("tiny", f"best-{t}").version for t in ("gender", "colors")}
+    capsys.readouterr()
     assert (tiny_study / "reports/tiny/pareto_front.png").stat().st_size > 1000
     assert (tiny_study / "reports/tiny/hypervolume.png").stat().st_size > 1000
     assert (tiny_study / "reports/tiny/importances.png").stat().st_size > 1000
@@ -135,6 +141,15 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     ens = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
                              output_format="list")
     assert ens and "test/alignment/acc" in ens[0].data.metrics
+    assert main(["ensemble", "tiny"]) == 0  # again: still one ensemble run
+    ens = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
+                             output_format="list")
+    assert len(ens) == 1
+    model = mlflow.pyfunc.load_model("models:/tiny@ensemble")
+    imgs = [str(p) for p in sorted((Path(str(tiny_study)).parent).rglob("*.png"))[:3]]
+    got = model.predict(pd.DataFrame({"image": imgs}))
+    assert len(got) == 3 and {"gender", "region", "fighting_style", "alignment", "colors"} <= set(got.columns)
+    capsys.readouterr()
 
     assert main(["predict", "tiny", "-n", "3"]) == 0
     out = capsys.readouterr().out
@@ -142,6 +157,34 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     assert (tiny_study / "reports/tiny/gallery.png").is_file()
     img = next((Path(str(tiny_study)).parent).rglob("*.png"))
     assert main(["predict", "tiny", str(img), "--model", "best-colors"]) == 0
+
+
+def test_best_models_load_and_predict_as_mlflow_pyfunc(tiny_study, monkeypatch):
+    """`models:/<study>@best-<task>` loads with mlflow.pyfunc and predicts what `make predict` predicts."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
+    monkeypatch.chdir(tiny_study)
+    assert main(["pareto", "tiny"]) == 0
+    from mtl.data.manifest import load_manifest
+    from mtl.predict import run_models
+    from mtl.studies import load_study
+    from mtl.train import model_from_checkpoint
+    m = load_manifest(load_study("tiny").manifest)
+    paths = [m.root / p for p in m.rows("test")["image"].iloc[:3]]
+    for task in ("gender", "colors"):
+        model = mlflow.pyfunc.load_model(f"models:/tiny@best-{task}")
+        assert model.metadata.signature is not None and "image" in model.metadata.signature.inputs.input_names()
+        got = model.predict(pd.DataFrame({"image": [str(p) for p in paths]}))
+        assert len(got) == 3
+        net, cfg, tasks = model_from_checkpoint(load_best("tiny", task))
+        ours = run_models({t.name: (net, cfg) for t in tasks}, tasks, paths)
+        for i, out in enumerate(ours):
+            assert got.loc[i, "gender"] == tasks[0].predict(out["gender"])
+            assert got.loc[i, "colors"] == "|".join(m.task("colors").predict(out["colors"]))
+            assert got.loc[i, "region"] == m.task("region").predict(out["region"])
+        probs = got[[f"region.{c}" for c in m.task("region").classes]].to_numpy()
+        assert probs.sum(1) == pytest.approx(1.0) and ((probs >= 0) & (probs <= 1)).all()
+        assert got[[f"gender.{c}" for c in m.task("gender").classes]].to_numpy().sum(1) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("cmd", ["pareto", "ensemble", "predict"])
@@ -224,3 +267,29 @@ def test_confirm_logs_seeds_runs_per_config(tiny_study, capsys, monkeypatch):
     again = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'confirm'",
                                output_format="list")
     assert len(again) == len(runs)
+
+
+@pytest.mark.slow
+def test_best_model_served_over_rest(tiny_study, monkeypatch):
+    """`mlflow models serve` on a free loopback port answers /invocations with the pyfunc's predictions."""
+    import json
+    import urllib.request
+
+    from tests.servers import model_server
+    uri = f"sqlite:///{tiny_study / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    monkeypatch.chdir(tiny_study)
+    assert main(["pareto", "tiny"]) == 0
+    from mtl.data.manifest import load_manifest
+    from mtl.studies import load_study
+    m = load_manifest(load_study("tiny").manifest)
+    imgs = [str(m.root / p) for p in m.rows("test")["image"].iloc[:2]]
+    local = mlflow.pyfunc.load_model("models:/tiny@best-gender").predict(pd.DataFrame({"image": imgs}))
+    with model_server("models:/tiny@best-gender", uri, tiny_study) as url:
+        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[p] for p in imgs]}}).encode()
+        req = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            served = pd.DataFrame(json.loads(r.read())["predictions"])
+    assert list(served["gender"]) == list(local["gender"]) and list(served["colors"]) == list(local["colors"])
+    assert served["region." + "Asia"].to_numpy() == pytest.approx(local["region.Asia"].to_numpy(), rel=1e-5)

@@ -1,0 +1,150 @@
+"""HydraNets (and ensembles of them) as MLflow 3 logged models with a pyfunc flavour.
+
+`mlflow.pyfunc.load_model("models:/<study>@best-<task>").predict(df)` takes a DataFrame with an `image`
+column (image paths) and returns one row per image: each task's prediction (`<task>`: a class, the top
+classes of a multilabel task joined by `|` as in the manifests, or a number) and its probabilities
+(`<task>.<class>`). `mlflow models serve -m models:/<study>@best-<task> --env-manager local` answers the
+same over REST. The preprocessing is the repo's own (`mtl.predict`), so labels equal `make predict`'s.
+
+A model holds its members' checkpoints and, once, the warm-start backbone they were stored against
+(checkpoints of a frozen pretrained backbone keep only what differs from it), so it loads with no
+access to the tracking server that trained it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+SPEC = "spec"
+
+
+def member_outputs(model, cfg, paths: list[Path]) -> dict[str, torch.Tensor]:
+    """One model's head outputs on images (decoded and normalised as every mtl prediction is)."""
+    from mtl.data.dataset import build_transform, decode
+    tf = build_transform(train=False, augment=False)
+    with torch.no_grad():
+        return model(torch.stack([tf(decode(p, cfg.image_size)) for p in paths]))
+
+
+def combine_outputs(tasks, outputs: dict[str, dict], combine: dict[str, dict[str, float]]) -> dict[str, torch.Tensor]:
+    """Per task: one member's output, or the weighted average of several members' probabilities."""
+    from mtl.ensemble import average
+    out = {}
+    for t in tasks:
+        w = combine[t.name]
+        out[t.name] = (outputs[next(iter(w))][t.name] if len(w) == 1 else
+                       average(t, [outputs[m][t.name] for m in w], list(w.values())))
+    return out
+
+
+def frame(tasks, outputs: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """One row per image: `<task>` the readable prediction, `<task>.<class>` its probabilities."""
+    n = len(next(iter(outputs.values())))
+    rows = [{} for _ in range(n)]
+    for t in tasks:
+        probs = t.spec.to_prob(outputs[t.name].float())
+        for i in range(n):
+            value = t.predict(outputs[t.name][i])
+            rows[i][t.name] = "|".join(value) if isinstance(value, list) else value
+            if not t.classes:
+                continue
+            p = probs[i].reshape(-1)
+            if len(p) == 1:  # binary: the probability of the second class
+                p = torch.stack([1 - p[0], p[0]])
+            for c, v in zip(t.classes, p.tolist()):
+                rows[i][f"{t.name}.{c}"] = float(v)
+    return pd.DataFrame(rows)
+
+
+class HydraNetModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc flavour: members (checkpoints), how each task combines them, the task spec."""
+
+    def load_context(self, context):
+        from mtl.tasks import Task
+        from mtl.train import load_checkpoint, model_from_checkpoint
+        spec = json.loads(Path(context.artifacts[SPEC]).read_text())
+        self.tasks = [Task.from_dict(t) for t in spec["tasks"]]
+        self.combine = spec["combine"]
+        self.members = {}
+        for name, member in spec["members"].items():
+            ckpt = load_checkpoint(context.artifacts[name])
+            if member.get("base"):  # the backbone weights it left out, from the copy shipped with the model
+                ckpt["config"] = {**ckpt["config"], "init": context.artifacts[member["base"]]}
+            self.members[name] = model_from_checkpoint(ckpt)[:2]
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if "image" not in df.columns:
+            raise MlflowException("the input needs an 'image' column of image paths", INVALID_PARAMETER_VALUE)
+        paths = [Path(str(p)) for p in df["image"]]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise MlflowException(f"image not found: {missing[0]}", INVALID_PARAMETER_VALUE)
+        if not paths:
+            return frame(self.tasks, {t.name: torch.zeros(0) for t in self.tasks})
+        outputs = {name: member_outputs(model, cfg, paths) for name, (model, cfg) in self.members.items()}
+        return frame(self.tasks, combine_outputs(self.tasks, outputs, self.combine))
+
+
+def package(tmp: Path, members: dict[str, dict], tasks, combine: dict) -> dict[str, str]:
+    """Write the members' checkpoints, their warm-start bases (each distinct one once) and the spec into
+    `tmp`; returns the pyfunc `artifacts` mapping."""
+    from mtl.warmstart import backbone_state
+    artifacts, bases, spec_members = {}, {}, {}
+    for name, ckpt in members.items():
+        init = (ckpt.get("config") or {}).get("init")
+        entry = {}
+        if init and any(f"backbone.{k}" not in ckpt["model"] for k in backbone_state(init)):
+            # stored against its warm-start base: ship that base's backbone once for all members
+            if init not in bases:
+                bases[init] = f"base{len(bases)}"
+                torch.save(backbone_state(init), tmp / f"{bases[init]}.pt")
+                artifacts[bases[init]] = str(tmp / f"{bases[init]}.pt")
+            entry["base"] = bases[init]
+        keep = {k: ckpt[k] for k in ("model", "config", "tasks", "epoch") if k in ckpt}
+        torch.save(keep, tmp / f"{name}.pt")
+        artifacts[name] = str(tmp / f"{name}.pt")
+        spec_members[name] = entry
+    spec = {"tasks": [t.to_dict() for t in tasks], "members": spec_members, "combine": combine}
+    (tmp / "spec.json").write_text(json.dumps(spec, indent=2))
+    artifacts[SPEC] = str(tmp / "spec.json")
+    return artifacts
+
+
+def requirements() -> list[str]:
+    """What serving with a fresh environment would install (`--env-manager local` uses this venv)."""
+    from importlib.metadata import version
+    return [f"{p}=={version(p)}" for p in ("torch", "torchvision", "torchmetrics", "mlflow", "pandas", "pillow",
+                                          "numpy")]
+
+
+def log_model(run_id: str, name: str, members: dict[str, dict], tasks, combine: dict, example: Path,
+              metrics: dict[str, float] | None = None, dataset=None, params: dict | None = None):
+    """Log a logged model (pyfunc) on `run_id` with its signature, task spec and an input example; link
+    `metrics` (val scores) and `dataset` to it. Returns the ModelInfo."""
+    import warnings
+
+    from mlflow.models import infer_signature
+    with tempfile.TemporaryDirectory(prefix="mtl-model-") as tmp:
+        artifacts = package(Path(tmp), members, tasks, combine)
+        loaded = HydraNetModel()
+        loaded.load_context(type("Ctx", (), {"artifacts": artifacts})())  # the signature from a real prediction
+        example_df = pd.DataFrame({"image": [str(Path(example).resolve())]})
+        signature = infer_signature(example_df, loaded.predict(None, example_df))
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow's advice on pickled models and pip inference
+            info = mlflow.pyfunc.log_model(name=name, python_model=HydraNetModel(), artifacts=artifacts,
+                                           signature=signature,
+                                           input_example=example_df, pip_requirements=requirements(),
+                                           params=params, model_type="hydranet")
+            if metrics:
+                mlflow.log_metrics(metrics, model_id=info.model_id, dataset=dataset)
+    return info
