@@ -275,7 +275,8 @@ def main(args) -> int:
     print(md)
 
     exp = tracking.ensure_experiment(client, study.name)
-    with tracking.RunLogger(client, exp, "ensemble", tags={"mtl.role": "ensemble", "mtl.study": study.name}) as run:
+    parent = find_parent(client, study.name)  # a child of the study's parent: out of the trials' comparison
+    with tracking.RunLogger(client, exp, "ensemble", parent, tags={"mtl.role": "ensemble", "mtl.study": study.name}) as run:
         run.log_params({"members": ",".join(str(m.number) for m in front), "top_k": args.top_k or "all",
                         "routing": ",".join(f"{k}:{m.number}" for k, m in best.items()),
                         **{f"chosen.{t.name}": choices[t.name]["chosen"].describe() for t in tasks}})
@@ -289,9 +290,9 @@ def main(args) -> int:
     for old in client.search_runs([exp], f"tags.`mtl.role` = 'ensemble' and tags.`mtl.study` = '{study.name}'"):
         if old.info.run_id != run.run_id:  # one ensemble run per study: the latest
             client.delete_run(old.info.run_id)
-    parent = find_parent(client, study.name)
     if parent:
         client.log_artifact(parent, str(report), "report")
+        client.log_table(parent, table.reset_index(names="model"), "report/ensemble_test.json")
     print(f"\nreport: {report}; table: {out / 'ensemble_test.md'} and .csv; MLflow run 'ensemble' {run.run_id}")
     return 0
 

@@ -1,8 +1,8 @@
 """HydraNets (and ensembles of them) as MLflow 3 logged models with a pyfunc flavour.
 
 `mlflow.pyfunc.load_model("models:/<study>@best-<task>").predict(df)` takes a DataFrame with an `image`
-column (image paths) and returns one row per image: each task's prediction (`<task>`: a class, the top
-classes of a multilabel task joined by `|` as in the manifests, or a number) and its probabilities
+column (image paths) and returns one row per image: each task's prediction (`<task>`: a class, the labels
+of a multilabel task over its threshold joined by `|` as in the manifests, or a number) and its probabilities
 (`<task>.<class>`). `mlflow models serve -m models:/<study>@best-<task> --env-manager local` answers the
 same over REST. The preprocessing is the repo's own (`mtl.predict`), so labels equal `make predict`'s.
 
@@ -52,7 +52,7 @@ def frame(tasks, outputs: dict[str, torch.Tensor]) -> pd.DataFrame:
     for t in tasks:
         probs = t.spec.to_prob(outputs[t.name].float())
         for i in range(n):
-            value = t.predict(outputs[t.name][i])
+            value = t.spec.decide(t, outputs[t.name][i])
             rows[i][t.name] = "|".join(value) if isinstance(value, list) else value
             if not t.classes:
                 continue
@@ -80,7 +80,7 @@ class HydraNetModel(mlflow.pyfunc.PythonModel):
                 ckpt["config"] = {**ckpt["config"], "init": context.artifacts[member["base"]]}
             self.members[name] = model_from_checkpoint(ckpt)[:2]
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in df.columns:
             raise MlflowException("the input needs an 'image' column of image paths", INVALID_PARAMETER_VALUE)
@@ -141,7 +141,8 @@ def log_model(run_id: str, name: str, members: dict[str, dict], tasks, combine: 
         signature = infer_signature(example_df, loaded.predict(None, example_df))
         with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MLflow's advice on pickled models and pip inference
-            info = mlflow.pyfunc.log_model(name=name, python_model=HydraNetModel(), artifacts=artifacts,
+            info = mlflow.pyfunc.log_model(name=name, python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+                                           artifacts=artifacts,
                                            signature=signature,
                                            input_example=example_df, pip_requirements=requirements(),
                                            params=params, model_type="hydranet")

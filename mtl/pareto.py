@@ -299,6 +299,21 @@ def _dm(attrs: dict) -> tuple[float, tuple[float, float]]:
     return v, (lo, hi)
 
 
+def front_table(study, front, attrs: dict, best_for: dict):
+    """The Pareto members: trial, run, each task's val score with its interval, Δm %, best-for tasks."""
+    import pandas as pd
+    rows = []
+    for m in front:
+        row = {"trial": m.number, "run_id": m.run_id, "best_for": ",".join(best_for.get(m.number, []))}
+        for task, v in zip(study.objectives, m.values):
+            lo, hi = attrs[m.number].get(f"ci.{task}", (math.nan, math.nan))
+            row.update({f"{task}": v, f"{task}_lo": lo, f"{task}_hi": hi})
+        if "delta_m" in attrs[m.number]:
+            row.update(dict(zip(("delta_m", "delta_m_lo", "delta_m_hi"), attrs[m.number]["delta_m"])))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def methods_table(study, s, members) -> str | None:
     """Studies that search `weighting`: per method, each task's best val score over its trials and the best
     Δm %, each with its trial's 95 % interval (markdown). Equal budgets make the rows comparable."""
@@ -377,6 +392,8 @@ def main(args) -> int:
         (out / "methods.md").write_text(table + "\n")
         if parent:
             client.log_text(parent, table + "\n", "pareto/methods.md")
+    if parent:  # the front as a table the UI's artifact view (and mlflow.load_table) can read
+        client.log_table(parent, front_table(study, front, attrs, best_for), "pareto/front.json")
     for name, fig in figures.items():
         if fig is None:
             continue

@@ -54,7 +54,9 @@ def run_models(models: dict, tasks: list[Task], paths: list[Path]) -> list[dict[
     return results
 
 
-def gallery(path: Path, paths: list[Path], captions: list[str], truths: list[str | None]) -> None:
+def gallery(path: Path, paths: list[Path], lines: list[list[tuple[str, str, str | None]]]) -> None:
+    """Images in a grid, each with one line per task under it: `Task: prediction`, green with a tick when it
+    matches the manifest's label, red with the label when it does not, black when there is no label."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -62,20 +64,42 @@ def gallery(path: Path, paths: list[Path], captions: list[str], truths: list[str
     n = len(paths)
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 5.8 * rows), squeeze=False)
+    k = max(len(x) for x in lines) if lines else 1
+    cell_h = 3.2 + 0.27 * k
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, cell_h * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, p, cap, truth in zip(axes.flat, paths, captions, truths):
+    for ax, p, task_lines in zip(axes.flat, paths, lines):
         with Image.open(p) as im:
             ax.imshow(to_rgb(im))
-        text = "pred: " + textwrap.fill(cap, 44)
-        if truth:
-            text += "\ntrue: " + textwrap.fill(truth, 44)
-        ax.set_title(text, fontsize=7, loc="left")
-    fig.tight_layout()
+        ax.set_title(p.name, fontsize=8)
+        for i, (name, pred, truth) in enumerate(task_lines):
+            if truth is None:
+                text, color = f"{name}: {pred}", "black"
+            elif pred == truth:
+                text, color = f"\u2713 {name}: {pred}", "#1a7f37"
+            else:
+                text, color = f"\u2717 {name}: {pred} (true: {truth})", "#cf222e"
+            ax.text(0.0, -0.04 - i * 0.085, textwrap.shorten(text, 52), transform=ax.transAxes, fontsize=8.5,
+                    color=color, va="top", ha="left")
+    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.25 / (cell_h * rows), bottom=0.27 * k / (cell_h * rows) + 0.02,
+                        hspace=0.27 * k / 3.2 + 0.15, wspace=0.08)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def task_lines(tasks: list[Task], outputs: dict[str, torch.Tensor], row=None) -> list:
+    """(display name, prediction, truth or None) per task: the prediction the metrics score (a multilabel
+    task's labels over the threshold, sorted), so a tick means the metric counts it right."""
+    def show(v):
+        return ", ".join(sorted(v)) if isinstance(v, list) else format_value(t, v)
+    out = []
+    for t in tasks:
+        pred = show(t.spec.decide(t, outputs[t.name]))
+        truth = show(t.spec.cell_value(row[t.name])) if row is not None and row[t.name].strip() else None
+        out.append((t.display_name, pred, truth))
+    return out
 
 
 def main(args) -> int:
@@ -98,10 +122,12 @@ def main(args) -> int:
         if missing:
             raise UserError(f"image not found: {missing[0]}")
         truths = [None] * len(paths)
+        label_rows = [None] * len(paths)
     else:
         rows = manifest.rows("test").iloc[:: max(1, len(manifest.rows("test")) // args.n)].head(args.n)
         paths = [manifest.root / p for p in rows["image"]]
         truths = [truth_caption(tasks, r) for _, r in rows.iterrows()]
+        label_rows = [r for _, r in rows.iterrows()]
     outputs = run_models(models, tasks, paths)
     caps = [caption(tasks, o) for o in outputs]
     for p, c, tr in zip(paths, caps, truths):
@@ -109,6 +135,14 @@ def main(args) -> int:
         if tr:
             print(f"{'':>{len(p.name)}}  true: {tr}")
     out = Path("reports") / study.name / "gallery.png"
-    gallery(out, paths, caps, truths)
-    print(f"gallery: {out}")
+    gallery(out, paths, [task_lines(tasks, o, r) for o, r in zip(outputs, label_rows)])
+    from mtl import tracking
+    from mtl.pareto import find_parent
+    client = tracking.get_client()
+    parent = find_parent(client, study.name)
+    if parent:  # the UI shows the gallery on the study's parent run
+        from PIL import Image
+        with Image.open(out) as im:
+            client.log_image(parent, im.convert("RGB"), f"predict/{out.name}")
+    print(f"gallery: {out}" + (" (also on the study's parent run, predict/)" if parent else ""))
     return 0

@@ -17,6 +17,7 @@ from mtl.train import TrainConfig
 EXPERIMENTS = Path("experiments")
 STUDY_TAG = "mtl.study"
 ROLE_TAG = "mtl.role"
+PARENT_TAG = "mtl.parent_run"  # on trial runs: the study's parent run (trials are top-level rows in the UI)
 
 
 @dataclass

@@ -28,7 +28,10 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_SOURCE_NAME,
 )
 
+# the UI opens an experiment of this kind on its runs ("Model training"), not on the GenAI views
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 FLUSH_SECONDS = 2.0  # per-epoch metrics reach the store at least this often (and at the end of the run)
+SYSTEM_METRICS_SECONDS = 2.0  # system/* (CPU, memory, GPU) sampling interval of trial runs
 RENAMES = {"trunk_dims": "trunk.dims", "head_dims": "head.dims", "bn_momentum": "bn.momentum",
            "bn_eps": "bn.eps", "lr_backbone": "lr.backbone", "lr_heads": "lr.heads"}
 
@@ -62,9 +65,12 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if exp.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
+        return client.create_experiment(name, artifact_location=artifact_root(tracking_uri()),
+                                        tags={EXPERIMENT_KIND: MODEL_TRAINING})
     except MlflowException:
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -103,7 +109,7 @@ class RunLogger:
     run FAILED (KILLED on Ctrl-C), a normal exit FINISHED, so no run is ever left RUNNING."""
 
     def __init__(self, client: MlflowClient, experiment_id: str, name: str, parent_id: str | None = None,
-                 tags: dict | None = None, run_id: str | None = None):
+                 tags: dict | None = None, run_id: str | None = None, system_metrics: bool = False):
         self.client = client
         if run_id is None:
             all_tags = {MLFLOW_RUN_NAME: name, MLFLOW_SOURCE_NAME: "mtl", **(tags or {})}
@@ -119,6 +125,9 @@ class RunLogger:
         self.status = None
         self._pending: list[Metric] = []  # per-epoch metrics not yet written (see log_epoch)
         self._flushed = time.monotonic()
+        self._monitor = SystemMetrics(run_id, client.tracking_uri) if system_metrics else None
+        if self._monitor:
+            self._monitor.start()
 
     def __enter__(self):
         return self
@@ -202,8 +211,44 @@ class RunLogger:
                 self.set_tags({"mtl.failure": reason[:5000]})
             except MlflowException:
                 pass
+        if self._monitor:
+            self._monitor.finish()
         self.client.set_terminated(self.run_id, status=status)
         self.status = status
+
+
+class SystemMetrics:
+    """MLflow's system metrics (`system/cpu_utilization_percentage`, `system/system_memory_usage_megabytes`,
+    GPU utilisation and memory where there is one) for one run, sampled every SYSTEM_METRICS_SECONDS.
+    MLflow's monitor drops the samples of a run shorter than one interval; here they are logged at the end."""
+
+    def __init__(self, run_id: str, tracking_uri: str):
+        self.monitor = None
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+            self.monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_SECONDS,
+                                                tracking_uri=tracking_uri)
+        except Exception:  # psutil missing or a platform it cannot read: the run goes on without them
+            self.monitor = None
+
+    def start(self) -> None:
+        if self.monitor:
+            self.monitor.collect_metrics()  # one sample at once: even a 1-second trial gets its row
+            self.monitor.start()
+
+    def finish(self) -> None:
+        m = self.monitor
+        if m is None or m._process is None:
+            return
+        m._shutdown_event.set()
+        m._process.join()
+        m._process = None
+        try:
+            if any(getattr(mon, "_metrics", None) for mon in m.monitors):
+                m.publish_metrics(m.aggregate_metrics())
+            m.mlflow_logger.flush()
+        except Exception:
+            pass  # system metrics never fail a run
 
 
 def run_status(client: MlflowClient, run_id: str) -> str:

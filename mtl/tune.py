@@ -36,6 +36,7 @@ from mtl.methods.base import DivergedError
 from mtl.metrics import constant_score
 from mtl.pruning import CURVE_ATTR, hypervolume, should_stop
 from mtl.studies import (
+    PARENT_TAG,
     ROLE_TAG,
     STUDY_TAG,
     Study,
@@ -187,11 +188,13 @@ class Objective:
         trial.set_user_attr("epochs", cfg.epochs)
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
+        # trials are the experiment's top-level rows (what the UI's runs table and charts compare); the
+        # parent run holds the study's own runs (pretrain, single-task baselines, ensemble) as children
         tags = {STUDY_TAG: self.study.name, ROLE_TAG: "trial", "optuna.study": self.study.name,
-                "optuna.trial_number": trial.number, "optuna.trial_id": trial._trial_id}
+                "optuna.trial_number": trial.number, "optuna.trial_id": trial._trial_id, PARENT_TAG: self.parent_id}
+        name = str(trial.params["round"]) if self.study.configs and "round" in trial.params else f"trial-{trial.number}"
         pruned = None
-        with tracking.RunLogger(self.client, self.experiment_id, f"trial-{trial.number}", self.parent_id,
-                                tags) as run:
+        with tracking.RunLogger(self.client, self.experiment_id, name, None, tags, system_metrics=True) as run:
             trial.set_user_attr("mlflow_run_id", run.run_id)
             run.log_params({**tracking.flatten_config(cfg), "manifest": self.study.manifest,
                             **{f"optuna.{k}": v for k, v in trial.params.items()}})

@@ -132,7 +132,12 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     parent = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'parent'",
                                 output_format="list")[0]
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
-    assert {"pareto/hypervolume.png", "pareto/importances.png", "pareto/pareto_front.png"} <= logged
+    assert {"pareto/hypervolume.png", "pareto/importances.png", "pareto/pareto_front.png", "pareto/front.json",
+            "pareto/val_curves.png"} <= logged
+    import json
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "pareto/front.json")).read_text())
+    front = pd.DataFrame(table["data"], columns=table["columns"])
+    assert {"trial", "gender", "gender_lo", "gender_hi", "best_for"} <= set(front.columns) and len(front) >= 1
 
     assert main(["ensemble", "tiny"]) == 0
     out = capsys.readouterr().out
@@ -155,6 +160,9 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.count("Gender: ") >= 6 and "Main Colors: [" in out and "true:" in out
     assert (tiny_study / "reports/tiny/gallery.png").is_file()
+    on_parent = {a.path for a in client.list_artifacts(parent.info.run_id, "predict")} | \
+        {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"predict/gallery.png", "report/report.md", "report/ensemble_test.json"} <= on_parent
     img = next((Path(str(tiny_study)).parent).rglob("*.png"))
     assert main(["predict", "tiny", str(img), "--model", "best-colors"]) == 0
 
@@ -180,7 +188,7 @@ def test_best_models_load_and_predict_as_mlflow_pyfunc(tiny_study, monkeypatch):
         ours = run_models({t.name: (net, cfg) for t in tasks}, tasks, paths)
         for i, out in enumerate(ours):
             assert got.loc[i, "gender"] == tasks[0].predict(out["gender"])
-            assert got.loc[i, "colors"] == "|".join(m.task("colors").predict(out["colors"]))
+            assert got.loc[i, "colors"] == "|".join(m.task("colors").spec.decide(m.task("colors"), out["colors"]))
             assert got.loc[i, "region"] == m.task("region").predict(out["region"])
         probs = got[[f"region.{c}" for c in m.task("region").classes]].to_numpy()
         assert probs.sum(1) == pytest.approx(1.0) and ((probs >= 0) & (probs <= 1)).all()
@@ -205,7 +213,8 @@ def test_tampered_checkpoints_give_one_line(tiny_study, capsys, monkeypatch):
     monkeypatch.chdir(tiny_study)
     if main(["pareto", "tiny"]) != 0:
         pytest.fail("pareto failed")
-    files = list((tiny_study / "mlartifacts").rglob("epoch-*.pt"))
+    arts = tiny_study / "mlartifacts"  # the trials' checkpoints and the registered models' copies
+    files = list(arts.rglob("epoch-*.pt")) + list(arts.rglob("m[0-9]*.pt"))
     saved = {f: f.read_bytes() for f in files}
     try:
         for f in files:

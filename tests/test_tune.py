@@ -49,13 +49,14 @@ def test_tiny_study_end_to_end_and_resume(study_dir, capsys):
     client = mlflow.MlflowClient()
     for r in children:
         assert r.info.status == "FINISHED"
-        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.data.tags["mtl.parent_run"] == parent.info.run_id and "mlflow.parentRunId" not in r.data.tags
         assert r.info.run_name == f"trial-{r.data.tags['optuna.trial_number']}"
         assert {"head.dims", "bn.momentum", "loss_weight.alignment", "backbone"} <= set(r.data.params)
         for key in ("val/gender/acc", "val/colors/f1", "val/alignment/acc", "train/region/loss", "weight/colors"):
             hist = client.get_metric_history(r.info.run_id, key)
             assert [m.step for m in hist] == [1], key
         assert "best_val/alignment/acc" in r.data.metrics
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(r.data.metrics)
         arts = [a.path for a in client.list_artifacts(r.info.run_id, "checkpoints")]
         assert "checkpoints/index.json" in arts and any(a.endswith(".pt") for a in arts)
         assert r.inputs.dataset_inputs[0].dataset.name == "fgo"

@@ -142,6 +142,10 @@ class Kind:
         """One sample's head output -> a readable prediction (class, list of classes, or number)."""
         raise NotImplementedError
 
+    def decide(self, task: Task, output: torch.Tensor) -> Any:
+        """The prediction the metrics score (multilabel: every label over the threshold, not a top k)."""
+        return self.decode(task, output)
+
     def cell_value(self, cell: str) -> Any:
         """A manifest cell as `decode` would return it (ground truth in captions)."""
         return cell.strip()

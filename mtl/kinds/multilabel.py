@@ -71,6 +71,10 @@ class Multilabel(Kind):
         order = output.argsort(descending=True)[:top_k]
         return [task.classes[int(i)] for i in order]
 
+    def decide(self, task, output):
+        on = [task.classes[i] for i in range(len(task.classes)) if float(output[i]) > 0]
+        return on or [task.classes[int(output.argmax())]]
+
     def cell_value(self, cell):
         return [p.strip() for p in cell.split(MULTILABEL_SEP)]
 
