@@ -15,7 +15,7 @@ MANIFESTS := data_manifests/fgo_synth.csv data_manifests/utk_synth.csv
 DATA_STAMP := data/.rendered
 
 .DEFAULT_GOAL := help
-.PHONY: help install data tune ui pareto ensemble confirm predict bench test test-all lint clean
+.PHONY: help install data tune ui ui-check pareto ensemble confirm predict bench test test-all lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -38,9 +38,12 @@ tune: $(DATA_STAMP) ## run/resume a study: make tune STUDY=fgo_regularization [T
 	$(BIN)/python -m mtl tune $(STUDY) $(TUNE_ARGS)
 
 ui: $(STAMP) ## MLflow UI over the same store: make ui [PORT=5000] [HOST=127.0.0.1]
-	@echo "MLflow UI on http://$(HOST):$(PORT)  (Ctrl-C to stop)"
+	@echo "MLflow UI on http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning  (Ctrl-C to stop)"
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 	  --default-artifact-root "$(CURDIR)/mlartifacts" --host $(HOST) --port $(PORT)
+
+ui-check: $(DATA_STAMP) ## the MLflow UI in headless chromium over a tiny study: screenshots in reports/ui/
+	$(BIN)/pytest -q -m slow tests/test_ui.py
 
 pareto: $(STAMP) ## Pareto front + best trial per task, tags, registry aliases, plots: make pareto STUDY=s
 	$(BIN)/python -m mtl pareto $(STUDY)

@@ -73,6 +73,8 @@ def _add_studies(sub) -> None:
 
     p = sub.add_parser("pareto", help="Pareto front and per-task best (val, with intervals)")
     p.add_argument("study")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the checkpoints of dominated trials (by default removed: no front can hold them again)")
     _storage(p)
     p.set_defaults(func="mtl.pareto:main")
 

@@ -162,6 +162,32 @@ def register_best(client, study_name: str, best: dict[str, Member], manifest) ->
     return versions
 
 
+def prune_dominated(client, members: list[Member], front: list[Member]) -> tuple[int, int]:
+    """Delete the checkpoint files of completed trials off the front. A dominated trial stays dominated as
+    trials are added, so no later front, registry alias or ensemble (all drawn from the front) needs them;
+    their metrics, val outputs and index stay. Returns (trials, bytes freed)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    on_front = {m.run_id for m in front}
+    n, freed = 0, 0
+    for m in members:
+        if m.run_id in on_front:
+            continue
+        run = client.get_run(m.run_id)
+        if run.data.tags.get("checkpoints", "").startswith("removed"):
+            continue
+        files = [f for f in client.list_artifacts(m.run_id, "checkpoints") if f.path.rsplit("/", 1)[-1].startswith("epoch-")]
+        repo = get_artifact_repository(run.info.artifact_uri)
+        for f in files:
+            try:
+                repo.delete_artifacts(f.path)
+                freed += f.file_size or 0
+            except Exception:  # a store that cannot delete: keep going, keep the files
+                continue
+        client.set_tag(m.run_id, "checkpoints", "removed (dominated)")
+        n += 1
+    return n, freed
+
+
 def _alias_version(client, name: str, task: str):
     try:
         return client.get_model_version_by_alias(name, f"best-{task}")
@@ -378,6 +404,11 @@ def main(args) -> int:
         client.set_tag(m.run_id, "pareto", str(m.number in front_ids).lower())
         client.set_tag(m.run_id, "best_for", ",".join(best_for.get(m.number, [])))
     versions = register_best(client, study.name, best, load_manifest(study.manifest))
+    if not study.configs and not getattr(args, "keep_checkpoints", False):
+        n, freed = prune_dominated(client, members, front)
+        if n:
+            print(f"removed the checkpoints of {n} dominated trial(s), {freed / 1e6:.0f} MB (metrics, val outputs and "
+                  f"index stay; --keep-checkpoints keeps them)")
     for task, v in versions.items():
         print(f"registered models:/{study.name}@best-{task} -> version {v} (trial {best[task].number})")
     out = Path("reports") / study.name

@@ -531,8 +531,8 @@ def main(args) -> int:
     s = open_study(study, storage_url, [t.direction for t in tasks], [f"val/{t.metric_key}" for t in tasks])
     client.log_metric(parent_id, "wall_seconds", wall, step=len(s.trials))
     print(summary_table(s, tasks))
-    print(f"\nwall time {wall:.0f}s.  Compare runs: make ui  (then open http://127.0.0.1:5000, experiment "
-          f"'{study.name}');  next: make pareto STUDY={study.name}")
+    print(f"\nwall time {wall:.0f}s.  Compare runs: make ui, then open http://127.0.0.1:5000/#/experiments/"
+          f"{experiment_id}/runs?workflowType=machine_learning ;  next: make pareto STUDY={study.name}")
     return 0 if status == "FINISHED" else 1
 
 

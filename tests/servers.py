@@ -137,3 +137,47 @@ def model_server(model_uri: str, tracking_uri: str, workdir: Path):
         except subprocess.TimeoutExpired:
             p.kill()
         log.close()
+
+
+def ensure_chromium() -> str:
+    """Path of Debian's chromium, installed with apt-get if missing (as PostgreSQL is); skip otherwise."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("chromium is not installed and `apt-get install chromium` did not provide it")
+    return found
+
+
+@contextlib.contextmanager
+def mlflow_ui(backend_uri: str, artifacts: Path, workdir: Path):
+    """`mlflow ui` (as `make ui` starts it) on 127.0.0.1:<free port>; yields its URL once /health answers."""
+    port = free_port()
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    log_path = workdir / f"mlflow-ui-{port}.log"
+    log = open(log_path, "w")
+    p = subprocess.Popen([mlflow_bin, "ui", "--backend-store-uri", backend_uri, "--default-artifact-root", str(artifacts),
+                          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                         stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if p.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow ui did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        log.close()

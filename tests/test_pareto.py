@@ -111,6 +111,11 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     assert {r.data.tags["pareto"] for r in runs} <= {"true", "false"} and any(r.data.tags["pareto"] == "true"
                                                                              for r in runs)
     best_for = ",".join(r.data.tags["best_for"] for r in runs)
+    for r in runs:  # dominated trials lose their checkpoint files (never needed again); front members keep them
+        files = [a.path for a in client.list_artifacts(r.info.run_id, "checkpoints")]
+        assert "checkpoints/index.json" in files and "checkpoints/val_outputs.pt" in files
+        has_epochs = any("epoch-" in f for f in files)
+        assert has_epochs == (r.data.tags["pareto"] == "true"), (r.info.run_name, r.data.tags, files)
     for task in ("gender", "region", "fighting_style", "alignment", "colors"):
         assert task in best_for
         mv = client.get_model_version_by_alias("tiny", f"best-{task}")
@@ -302,3 +307,22 @@ def test_best_model_served_over_rest(tiny_study, monkeypatch):
             served = pd.DataFrame(json.loads(r.read())["predictions"])
     assert list(served["gender"]) == list(local["gender"]) and list(served["colors"]) == list(local["colors"])
     assert served["region." + "Asia"].to_numpy() == pytest.approx(local["region.Asia"].to_numpy(), rel=1e-5)
+
+
+def test_prune_dominated_removes_only_checkpoint_files(isolated_stores, fgo_small):
+    from mtl.pareto import Member, prune_dominated
+    (isolated_stores / "experiments").mkdir()
+    (isolated_stores / "experiments" / "tiny.py").write_text(STUDY.format(manifest=fgo_small))
+    assert main(["tune", "tiny", "--trials", "2"]) == 0
+    client = mlflow.MlflowClient()
+    runs = sorted(mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'trial'",
+                                     output_format="list"), key=lambda r: r.info.run_name)
+    members = [Member(i, r.info.run_id, [0.0]) for i, r in enumerate(runs)]
+    n, freed = prune_dominated(client, members, front=members[:1])  # as if trial 1 were dominated
+    assert n == 1 and freed > 0
+    kept = [a.path for a in client.list_artifacts(runs[0].info.run_id, "checkpoints")]
+    gone = [a.path for a in client.list_artifacts(runs[1].info.run_id, "checkpoints")]
+    assert any("epoch-" in f for f in kept) and not any("epoch-" in f for f in gone)
+    assert {"checkpoints/index.json", "checkpoints/val_outputs.pt"} <= set(gone)
+    assert client.get_run(runs[1].info.run_id).data.tags["checkpoints"].startswith("removed")
+    assert prune_dominated(client, members, front=members[:1]) == (0, 0)  # idempotent
