@@ -73,28 +73,25 @@ def postgres(tmp: Path, user: str = "mtl"):
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path):
-    """`mlflow server` on 127.0.0.1:<free port>; yields its http URL once /health answers."""
-    port = free_port()
+def _serve(args: list[str], probe: str, log_path: Path, what: str, env: dict | None = None, cwd: Path | None = None,
+           timeout: float = 180):
+    """Run `mlflow <args>` until `probe` (a URL) answers 200; yield, then stop it."""
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    log = open(artifacts.parent / f"mlflow-server-{port}.log", "w")
-    p = subprocess.Popen([mlflow_bin, "server", "--backend-store-uri", backend_uri, "--artifacts-destination",
-                          str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                         stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    log = open(log_path, "w")
+    p = subprocess.Popen([mlflow_bin, *args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                with urllib.request.urlopen(probe, timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
                 pass
             if p.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(artifacts.parent / f'mlflow-server-{port}.log').read_text()[-2000:]}")
+                raise RuntimeError(f"{what} did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.5)
-        yield url
+        yield
     finally:
         p.terminate()
         try:
@@ -105,38 +102,27 @@ def mlflow_server(backend_uri: str, artifacts: Path):
 
 
 @contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path):
+    """`mlflow server` on 127.0.0.1:<free port>; yields its http URL once /health answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with _serve(["server", "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
+                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], f"{url}/health",
+                artifacts.parent / f"mlflow-server-{port}.log", "mlflow server"):
+        yield url
+
+
+@contextlib.contextmanager
 def model_server(model_uri: str, tracking_uri: str, workdir: Path):
     """`mlflow models serve -m <uri> --env-manager local` on 127.0.0.1:<free port>; yields its URL once
     /ping answers."""
     port = free_port()
-    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    log_path = workdir / f"model-server-{port}.log"
-    log = open(log_path, "w")
+    url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,  # the scoring server execs uvicorn from this venv
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    p = subprocess.Popen([mlflow_bin, "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1",
-                          "-p", str(port), "-w", "1"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if p.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow models serve did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.5)
+    with _serve(["models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+                 "-w", "1"], f"{url}/ping", workdir / f"model-server-{port}.log", "mlflow models serve", env, workdir):
         yield url
-    finally:
-        p.terminate()
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-        log.close()
 
 
 def ensure_chromium() -> str:
@@ -154,30 +140,8 @@ def ensure_chromium() -> str:
 def mlflow_ui(backend_uri: str, artifacts: Path, workdir: Path):
     """`mlflow ui` (as `make ui` starts it) on 127.0.0.1:<free port>; yields its URL once /health answers."""
     port = free_port()
-    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    log_path = workdir / f"mlflow-ui-{port}.log"
-    log = open(log_path, "w")
-    p = subprocess.Popen([mlflow_bin, "ui", "--backend-store-uri", backend_uri, "--default-artifact-root", str(artifacts),
-                          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                         stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if p.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow ui did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.5)
+    with _serve(["ui", "--backend-store-uri", backend_uri, "--default-artifact-root", str(artifacts), "--host",
+                 "127.0.0.1", "--port", str(port), "--workers", "1"], f"{url}/health",
+                workdir / f"mlflow-ui-{port}.log", "mlflow ui", cwd=workdir):
         yield url
-    finally:
-        p.terminate()
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-        log.close()
