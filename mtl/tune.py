@@ -175,6 +175,7 @@ class Objective:
         self.scales = [t.score_scale for t in self.tasks]
         self.client = tracking.get_client()
         self.single_stats = single_task_stats(self.tasks, manifest, single_task) if single_task else None
+        self.stopped_early = 0
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         cfg = trial_config(self.study, trial, self.epochs)
@@ -209,6 +210,10 @@ class Objective:
                 except optuna.TrialPruned as e:  # dominated by completed trials: a finished run, tagged
                     pruned = e
                     run.set_tags({"pruned": "true"})
+                    self.stopped_early += 1
+                    if self.bar is not None:  # early stopping shows: how many so far, and this one's reason
+                        self.bar.set_description(f"{self.study.name} ({self.stopped_early} stopped early)")
+                        self.bar.write(f"trial {trial.number}: {e}")
                     run.log_metrics({"trial_seconds": time.perf_counter() - t0})
             if pruned is None:
                 values = self.log_result(trial, run, result, time.perf_counter() - t0)
