@@ -311,7 +311,7 @@ def tracking_overhead(manifest_path: str, quick: bool) -> tuple[float, float, fl
 
             def logged(i):
                 t0 = time.perf_counter()
-                with tracking.RunLogger(client, exp, "bench") as run:  # as a study trial logs
+                with tracking.RunLogger(client, exp, "bench", system_metrics=True) as run:  # as a study trial logs
                     run.log_params(tracking.flatten_config(cfg))
                     run.log_dataset(m)
                     with run.artifact_dir("checkpoints") as ckpt_dir:

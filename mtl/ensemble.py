@@ -292,7 +292,7 @@ def main(args) -> int:
             client.delete_run(old.info.run_id)
     if parent:
         client.log_artifact(parent, str(report), "report")
-        client.log_table(parent, table.reset_index(names="model"), "report/ensemble_test.json")
+        tracking.replace_table(client, parent, table.reset_index(names="model"), "report/ensemble_test.json")
     print(f"\nreport: {report}; table: {out / 'ensemble_test.md'} and .csv; MLflow run 'ensemble' {run.run_id}")
     return 0
 
@@ -314,7 +314,7 @@ def register_ensemble(client, study_name: str, run_id: str, tasks, choices, fron
             combine[t.name][name] = combine[t.name].get(name, 0.0) + float(w)
     ckpts = {name: load_checkpoint(client.download_artifacts(r, f"checkpoints/{f}")) for (r, f), name in members.items()}
     example = manifest.root / manifest.rows("val")["image"].iloc[0]
-    val = {f"val/{t.metric_key}": choices[t.name]["chosen"].val for t in tasks}
+    val = {f"val/{t.metric_key}": (choices[t.name]["chosen"].val, 0) for t in tasks}
     dataset = mlflow.data.from_pandas(manifest.table, source=str(manifest.path), name=manifest.name)
     logged = mlmodel.log_model(run_id, "ensemble", ckpts, tasks, combine, example, metrics=val, dataset=dataset,
                                params={"study": study_name, **{f"chosen.{t.name}": choices[t.name]["chosen"].describe()

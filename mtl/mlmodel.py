@@ -90,19 +90,30 @@ class HydraNetModel(mlflow.pyfunc.PythonModel):
             raise MlflowException(f"image not found: {missing[0]}", INVALID_PARAMETER_VALUE)
         if not paths:
             return frame(self.tasks, {t.name: torch.zeros(0) for t in self.tasks})
-        outputs = {name: member_outputs(model, cfg, paths) for name, (model, cfg) in self.members.items()}
+        from mtl.errors import UserError
+        try:
+            outputs = {name: member_outputs(model, cfg, paths) for name, (model, cfg) in self.members.items()}
+        except (UserError, OSError, ValueError) as e:  # an unreadable image: the caller's input, not a crash
+            raise MlflowException(f"cannot read an input image: {e}", INVALID_PARAMETER_VALUE) from None
         return frame(self.tasks, combine_outputs(self.tasks, outputs, self.combine))
 
 
 def package(tmp: Path, members: dict[str, dict], tasks, combine: dict) -> dict[str, str]:
     """Write the members' checkpoints, their warm-start bases (each distinct one once) and the spec into
     `tmp`; returns the pyfunc `artifacts` mapping."""
+    from mtl.errors import UserError
     from mtl.warmstart import backbone_state
     artifacts, bases, spec_members = {}, {}, {}
     for name, ckpt in members.items():
         init = (ckpt.get("config") or {}).get("init")
         entry = {}
-        if init and any(f"backbone.{k}" not in ckpt["model"] for k in backbone_state(init)):
+        try:
+            base_keys = backbone_state(init) if init else {}
+        except UserError:  # the base moved: fine for a checkpoint that stored its whole backbone
+            if not any(k.startswith("backbone.") for k in ckpt["model"]):
+                raise
+            base_keys = {}
+        if any(f"backbone.{k}" not in ckpt["model"] for k in base_keys):
             # stored against its warm-start base: ship that base's backbone once for all members
             if init not in bases:
                 bases[init] = f"base{len(bases)}"
@@ -127,25 +138,51 @@ def requirements() -> list[str]:
 
 
 def log_model(run_id: str, name: str, members: dict[str, dict], tasks, combine: dict, example: Path,
-              metrics: dict[str, float] | None = None, dataset=None, params: dict | None = None):
-    """Log a logged model (pyfunc) on `run_id` with its signature, task spec and an input example; link
-    `metrics` (val scores) and `dataset` to it. Returns the ModelInfo."""
+              metrics: dict[str, tuple[float, int]] | None = None, dataset=None, params: dict | None = None):
+    """Log a logged model (pyfunc) on the finished run `run_id` with its signature, task spec and an input
+    example; link `metrics` (name -> (value, step): val scores at their epochs) and `dataset` to it. The
+    run's status and end time are put back as they were. Returns the ModelInfo."""
     import warnings
 
     from mlflow.models import infer_signature
+    client = mlflow.MlflowClient()
+    before = client.get_run(run_id).info
     with tempfile.TemporaryDirectory(prefix="mtl-model-") as tmp:
         artifacts = package(Path(tmp), members, tasks, combine)
         loaded = HydraNetModel()
         loaded.load_context(type("Ctx", (), {"artifacts": artifacts})())  # the signature from a real prediction
         example_df = pd.DataFrame({"image": [str(Path(example).resolve())]})
         signature = infer_signature(example_df, loaded.predict(None, example_df))
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # MLflow's advice on pickled models and pip inference
-            info = mlflow.pyfunc.log_model(name=name, python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-                                           artifacts=artifacts,
-                                           signature=signature,
-                                           input_example=example_df, pip_requirements=requirements(),
-                                           params=params, model_type="hydranet")
-            if metrics:
-                mlflow.log_metrics(metrics, model_id=info.model_id, dataset=dataset)
+        try:
+            with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # MLflow's advice on pip inference and type hints
+                info = mlflow.pyfunc.log_model(
+                    name=name, python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts=artifacts,
+                    code_paths=[str(Path(__file__).parent)],  # the mtl package: loads where mtl is not installed
+                    signature=signature, input_example=example_df, pip_requirements=requirements(), params=params,
+                    model_type="hydranet")
+                for key, (value, step) in (metrics or {}).items():
+                    mlflow.log_metric(key, value, step=step, model_id=info.model_id, dataset=dataset)
+        finally:  # logging a model reopens the run: it keeps the status and end time training gave it
+            if before.status in ("FINISHED", "FAILED", "KILLED"):
+                client.set_terminated(run_id, before.status, end_time=before.end_time)
     return info
+
+
+def checkpoint_from_model(local: Path, member: str = "m0") -> dict:
+    """The checkpoint dict of one member of a downloaded mtl model (a `models:/` folder), its warm-start
+    backbone taken from the model's own copy."""
+    from mtl.errors import UserError
+    from mtl.train import load_checkpoint
+    root = local / "artifacts"
+    try:
+        spec = json.loads((root / "spec.json").read_text())
+    except FileNotFoundError:
+        raise UserError(f"{local}: not an mtl model (no artifacts/spec.json)") from None
+    if member not in spec["members"]:
+        raise UserError(f"{local}: an mtl model of {len(spec['members'])} members (an ensemble), not one checkpoint")
+    ckpt = load_checkpoint(root / f"{member}.pt")
+    base = spec["members"][member].get("base")
+    if base:
+        ckpt["config"] = {**ckpt["config"], "init": str(root / f"{base}.pt")}
+    return ckpt

@@ -150,7 +150,8 @@ def register_best(client, study_name: str, best: dict[str, Member], manifest) ->
         trial = next(m.number for t, m in best.items() if m.run_id == run_id)
         logged = mlmodel.log_model(
             run_id, "best-" + "-".join(tasks), {"m0": ckpt}, model_tasks, {t.name: {"m0": 1.0} for t in model_tasks},
-            example, metrics={f"val/{manifest.task(t).metric_key}": info[t]["score"] for t in tasks}, dataset=dataset,
+            example, metrics={f"val/{manifest.task(t).metric_key}": (info[t]["score"], info[t]["epoch"]) for t in tasks},
+            dataset=dataset,
             params={"study": study_name, "trial": trial, "checkpoint": file, "best_for": ",".join(tasks)})
         mv = client.create_model_version(study_name, logged.model_uri, run_id=run_id, model_id=logged.model_id, tags={
             "task": ",".join(tasks), "trial": str(trial), "checkpoint": file, "format": MODEL_FORMAT,
@@ -177,14 +178,16 @@ def prune_dominated(client, members: list[Member], front: list[Member]) -> tuple
             continue
         files = [f for f in client.list_artifacts(m.run_id, "checkpoints") if f.path.rsplit("/", 1)[-1].startswith("epoch-")]
         repo = get_artifact_repository(run.info.artifact_uri)
+        failed = 0
         for f in files:
             try:
                 repo.delete_artifacts(f.path)
                 freed += f.file_size or 0
             except Exception:  # a store that cannot delete: keep going, keep the files
-                continue
-        client.set_tag(m.run_id, "checkpoints", "removed (dominated)")
-        n += 1
+                failed += 1
+        if not failed:
+            client.set_tag(m.run_id, "checkpoints", "removed (dominated)")
+            n += 1
     return n, freed
 
 
@@ -200,19 +203,13 @@ def load_best(study_name: str, task: str) -> dict:
     backbone base it was stored against taken from the model's own copy."""
     import mlflow
 
-    from mtl.train import load_checkpoint
+    from mtl.mlmodel import checkpoint_from_model
     if _alias_version(tracking.get_client(), study_name, task) is None:
         raise UserError(f"no registered model '{study_name}@best-{task}'; run: make pareto STUDY={study_name}")
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{study_name}@best-{task}")) / "artifacts"
-    try:
-        spec = json.loads((local / "spec.json").read_text())
-    except FileNotFoundError:
-        raise UserError(f"models:/{study_name}@best-{task} is not an mtl model; run: make pareto STUDY={study_name}") from None
-    ckpt = load_checkpoint(local / "m0.pt")
-    base = spec["members"]["m0"].get("base")
-    if base:
-        ckpt["config"] = {**ckpt["config"], "init": str(local / f"{base}.pt")}
-    return ckpt
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{study_name}@best-{task}"))
+    if not (local / "artifacts" / "spec.json").is_file():  # registered before models were MLflow models
+        raise UserError(f"models:/{study_name}@best-{task} is not an mtl model; run: make pareto STUDY={study_name}")
+    return checkpoint_from_model(local)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,7 +421,7 @@ def main(args) -> int:
         if parent:
             client.log_text(parent, table + "\n", "pareto/methods.md")
     if parent:  # the front as a table the UI's artifact view (and mlflow.load_table) can read
-        client.log_table(parent, front_table(study, front, attrs, best_for), "pareto/front.json")
+        tracking.replace_table(client, parent, front_table(study, front, attrs, best_for), "pareto/front.json")
     for name, fig in figures.items():
         if fig is None:
             continue

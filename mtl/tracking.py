@@ -233,15 +233,18 @@ class SystemMetrics:
 
     def start(self) -> None:
         if self.monitor:
-            self.monitor.collect_metrics()  # one sample at once: even a 1-second trial gets its row
-            self.monitor.start()
+            try:
+                self.monitor.collect_metrics()  # one sample at once: even a 1-second trial gets its row
+                self.monitor.start()
+            except Exception:  # never keep a run from starting
+                self.monitor = None
 
     def finish(self) -> None:
         m = self.monitor
         if m is None or m._process is None:
             return
         m._shutdown_event.set()
-        m._process.join()
+        m._process.join(timeout=10)  # a tracking server that went away must not hold the run's end
         m._process = None
         try:
             if any(getattr(mon, "_metrics", None) for mon in m.monitors):
@@ -249,6 +252,17 @@ class SystemMetrics:
             m.mlflow_logger.flush()
         except Exception:
             pass  # system metrics never fail a run
+
+
+def replace_table(client: MlflowClient, run_id: str, df, artifact_file: str) -> None:
+    """`log_table` appends to an existing table; a re-run replaces it instead."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    if any(a.path == artifact_file for a in client.list_artifacts(run_id, str(Path(artifact_file).parent))):
+        try:
+            get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(artifact_file)
+        except Exception:
+            pass  # a store that cannot delete: the table grows, as log_table makes it
+    client.log_table(run_id, df, artifact_file)
 
 
 def run_status(client: MlflowClient, run_id: str) -> str:

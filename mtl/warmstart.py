@@ -49,6 +49,13 @@ def backbone_state(source: str) -> dict[str, torch.Tensor]:
         return _STATES[source]
     from mtl.train import CHECKPOINT_KEYS, load_checkpoint
     path = resolve(source)
+    if path.is_dir() and (path / "artifacts" / "spec.json").is_file():  # a registered mtl model (models:/...)
+        from mtl.mlmodel import checkpoint_from_model
+        ckpt = checkpoint_from_model(path)
+        state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+        base = ckpt["config"].get("init")
+        _STATES[source] = {**(backbone_state(base) if base else {}), **state}
+        return _STATES[source]
     if path.is_dir() and not (path / "index.json").is_file():
         files = sorted(path.glob("*.pt")) + sorted(path.glob("*.pth"))
         if len(files) != 1:

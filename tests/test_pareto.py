@@ -198,6 +198,13 @@ def test_best_models_load_and_predict_as_mlflow_pyfunc(tiny_study, monkeypatch):
         probs = got[[f"region.{c}" for c in m.task("region").classes]].to_numpy()
         assert probs.sum(1) == pytest.approx(1.0) and ((probs >= 0) & (probs <= 1)).all()
         assert got[[f"gender.{c}" for c in m.task("gender").classes]].to_numpy().sum(1) == pytest.approx(1.0)
+    # logging a model does not change the trial run it is logged on
+    mv = mlflow.MlflowClient().get_model_version_by_alias("tiny", "best-gender")
+    run = mlflow.MlflowClient().get_run(mv.run_id)
+    assert run.info.status == "FINISHED" and run.info.end_time - run.info.start_time < 60_000
+    # a registered best model is a warm start like a checkpoint
+    assert main(["train", "--manifest", str(m.path), "--epochs", "1", "--set", "image_size=32", "--set",
+                 "init=models:/tiny@best-gender", "--no-track", "--out", str(tiny_study / "ws")]) == 0
 
 
 @pytest.mark.parametrize("cmd", ["pareto", "ensemble", "predict"])
