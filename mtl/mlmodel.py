@@ -26,12 +26,16 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 SPEC = "spec"
 
 
-def member_outputs(model, cfg, paths: list[Path]) -> dict[str, torch.Tensor]:
-    """One model's head outputs on images (decoded and normalised as every mtl prediction is)."""
+def member_outputs(model, cfg, paths: list[Path], batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """One model's head outputs on images (decoded and normalised as every mtl prediction is), in batches."""
     from mtl.data.dataset import build_transform, decode
     tf = build_transform(train=False, augment=False)
+    outs: dict[str, list] = {}
     with torch.no_grad():
-        return model(torch.stack([tf(decode(p, cfg.image_size)) for p in paths]))
+        for i in range(0, len(paths), batch_size):
+            for k, v in model(torch.stack([tf(decode(p, cfg.image_size)) for p in paths[i:i + batch_size]])).items():
+                outs.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in outs.items()}
 
 
 def combine_outputs(tasks, outputs: dict[str, dict], combine: dict[str, dict[str, float]]) -> dict[str, torch.Tensor]:
