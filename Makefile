@@ -43,7 +43,7 @@ ui: $(STAMP) ## MLflow UI over the same store: make ui [PORT=5000] [HOST=127.0.0
 	  --default-artifact-root "$(CURDIR)/mlartifacts" --host $(HOST) --port $(PORT)
 
 ui-check: $(DATA_STAMP) ## the MLflow UI in headless chromium over a tiny study: screenshots in reports/ui/
-	$(BIN)/pytest -q -m slow tests/test_ui.py
+	MTL_UI_CHECK=1 $(BIN)/pytest -q -m slow tests/test_ui.py
 
 pareto: $(STAMP) ## Pareto front + best trial per task, tags, registry aliases, plots: make pareto STUDY=s
 	$(BIN)/python -m mtl pareto $(STUDY)

@@ -348,5 +348,19 @@ def main(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
     print(table(res))
-    print(f"written {out}")
+    run_id = log_run(res, out)
+    print(f"written {out}; MLflow experiment 'bench', run {run_id}")
     return 0
+
+
+def log_run(res: dict, path: Path) -> str:
+    """The results as a run of experiment `bench` in the default store (one run per `make bench`, with
+    the git commit), so benchmarks are compared across commits in the UI like trials."""
+    from mtl import tracking
+    client = tracking.get_client()
+    exp = tracking.ensure_experiment(client, "bench")
+    with tracking.RunLogger(client, exp, "bench", tags={"mtl.role": "bench"}) as run:
+        run.log_params({k: str(res[k]) for k in ("machine", "backbone", "image_size", "batch_size") if k in res})
+        run.log_metrics({k: v for k in TARGETS if isinstance(v := res.get(k), float) and math.isfinite(v)})
+        run.log_artifact(path)
+    return run.run_id

@@ -326,6 +326,7 @@ def register_ensemble(client, study_name: str, run_id: str, tasks, choices, fron
     mv = client.create_model_version(study_name, logged.model_uri, run_id=run_id, model_id=logged.model_id,
                                      tags={"task": "ensemble", "members": str(len(members))})
     client.set_registered_model_alias(study_name, "ensemble", mv.version)
+    mlmodel.retire_unaliased(client, study_name)  # the ensemble chosen before, if no best-<task> is it
     print(f"registered models:/{study_name}@ensemble -> version {mv.version} ({len(members)} member checkpoint(s))")
     return mv.version
 

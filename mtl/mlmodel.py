@@ -56,8 +56,7 @@ def frame(tasks, outputs: dict[str, torch.Tensor]) -> pd.DataFrame:
     for t in tasks:
         probs = t.spec.to_prob(outputs[t.name].float())
         for i in range(n):
-            value = t.spec.decide(t, outputs[t.name][i])
-            rows[i][t.name] = "|".join(value) if isinstance(value, list) else value
+            rows[i][t.name] = t.spec.to_cell(t.predict(outputs[t.name][i]))
             if not t.classes:
                 continue
             p = probs[i].reshape(-1)
@@ -65,7 +64,8 @@ def frame(tasks, outputs: dict[str, torch.Tensor]) -> pd.DataFrame:
                 p = torch.stack([1 - p[0], p[0]])
             for c, v in zip(t.classes, p.tolist()):
                 rows[i][f"{t.name}.{c}"] = float(v)
-    return pd.DataFrame(rows)
+    columns = [c for t in tasks for c in [t.name, *(f"{t.name}.{k}" for k in t.classes)]]
+    return pd.DataFrame(rows, columns=columns)  # the signature's columns even for an empty input
 
 
 class HydraNetModel(mlflow.pyfunc.PythonModel):
@@ -190,3 +190,36 @@ def checkpoint_from_model(local: Path, member: str = "m0") -> dict:
     if base:
         ckpt["config"] = {**ckpt["config"], "init": str(root / f"{base}.pt")}
     return ckpt
+
+
+def retire_unaliased(client, name: str) -> int:
+    """Delete the versions of registered model `name` that no alias points to any more (a task's best
+    moved, an ensemble was chosen again), with their logged models and those models' files: the
+    registry keeps what its aliases name, and each replaced model stops costing its checkpoints and
+    base backbone. Returns how many versions went."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    kept = {str(v) for v in client.get_registered_model(name).aliases.values()}
+    gone = 0
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        if str(mv.version) in kept:
+            continue
+        client.delete_model_version(name, mv.version)
+        gone += 1
+        model_id = model_id_of(mv)
+        if not model_id:
+            continue
+        try:
+            model = client.get_logged_model(model_id)
+            client.delete_logged_model(model_id)
+            get_artifact_repository(model.artifact_location).delete_artifacts()
+        except Exception:  # a store that cannot delete files: the registry is clean, the files stay
+            pass
+    return gone
+
+
+def model_id_of(mv) -> str | None:
+    """The logged model behind a registry version (some stores leave `model_id` empty: its source names it)."""
+    if getattr(mv, "model_id", None):
+        return mv.model_id
+    source = mv.source or ""
+    return source[len("models:/"):] if source.startswith("models:/m-") else None

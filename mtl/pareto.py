@@ -119,7 +119,8 @@ MODEL_FORMAT = "pyfunc-1"  # registry versions made before models were MLflow mo
 def register_best(client, study_name: str, best: dict[str, Member], manifest) -> dict[str, str]:
     """Each task's best checkpoint as an MLflow logged model (pyfunc, mtl/mlmodel.py) on its trial run,
     registered as `<study>` with alias `best-<task>`. Tasks whose best is the same checkpoint share one
-    model and version; re-running on an unchanged study keeps the versions it already made."""
+    model and version; re-running on an unchanged study keeps the versions it already made, and versions
+    no alias names any more are deleted with their files."""
     import mlflow
 
     from mtl import mlmodel
@@ -160,6 +161,7 @@ def register_best(client, study_name: str, best: dict[str, Member], manifest) ->
         for t in tasks:
             client.set_registered_model_alias(study_name, f"best-{t}", mv.version)
             versions[t] = mv.version
+    mlmodel.retire_unaliased(client, study_name)
     return versions
 
 

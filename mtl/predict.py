@@ -25,9 +25,10 @@ def format_value(task: Task, value) -> str:
     return task.spec.format(value)
 
 
-def caption(tasks: list[Task], outputs: dict[str, torch.Tensor], top_k: int = 3) -> str:
-    """One sample's outputs (task -> head output) -> `Gender: Female, ..., Main Colors: Silver, Gold, Red`."""
-    return ", ".join(f"{t.display_name}: {format_value(t, t.predict(outputs[t.name], top_k))}" for t in tasks)
+def caption(tasks: list[Task], outputs: dict[str, torch.Tensor]) -> str:
+    """One sample's outputs (task -> head output) -> `Gender: Female, ..., Main Colors: ['Silver', 'Gold']`
+    (a multilabel task's labels over the threshold, most probable first: what its F1 scores)."""
+    return ", ".join(f"{t.display_name}: {format_value(t, t.predict(outputs[t.name]))}" for t in tasks)
 
 
 def truth_caption(tasks: list[Task], row) -> str:
@@ -96,7 +97,7 @@ def task_lines(tasks: list[Task], outputs: dict[str, torch.Tensor], row=None) ->
         return ", ".join(sorted(v)) if isinstance(v, list) else format_value(t, v)
     out = []
     for t in tasks:
-        pred = show(t.spec.decide(t, outputs[t.name]))
+        pred = show(t.predict(outputs[t.name]))
         truth = show(t.spec.cell_value(row[t.name])) if row is not None and row[t.name].strip() else None
         out.append((t.display_name, pred, truth))
     return out

@@ -84,9 +84,9 @@ class Task:
     def target_dtype(self) -> torch.dtype:
         return self.spec.target_dtype()
 
-    def predict(self, output: torch.Tensor, top_k: int = 3):
-        """One sample's head output -> a readable prediction (class, list of classes, or number)."""
-        return self.spec.decode(self, output, top_k)
+    def predict(self, output: torch.Tensor):
+        """One sample's head output -> the prediction the metrics score (class, list of classes, or number)."""
+        return self.spec.decode(self, output)
 
     @property
     def display_name(self) -> str:

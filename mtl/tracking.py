@@ -28,6 +28,8 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_SOURCE_NAME,
 )
 
+from mtl.errors import UserError
+
 # the UI opens an experiment of this kind on its runs ("Model training"), not on the GenAI views
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 FLUSH_SECONDS = 2.0  # per-epoch metrics reach the store at least this often (and at the end of the run)
@@ -86,7 +88,12 @@ def flatten_config(cfg) -> dict[str, str]:
             for task, w in sorted(v.items()):
                 out[f"loss_weight.{task}"] = f"{w:.6g}"
             continue
-        if k == "weighting_args":  # the method's parameters as `<method>.<name>`, as studies name them
+        if k == "weighting_args":  # every parameter the method ran with (defaults too) as `<method>.<name>`
+            from mtl import methods
+            try:
+                v = {n: p.default for n, p in methods.get(cfg.weighting).params.items()} | v
+            except UserError:  # an unknown method fails where the criterion is built, with its own line
+                pass
             for name, a in sorted(v.items()):
                 out[f"{cfg.weighting}.{name}"] = str(a)
             continue

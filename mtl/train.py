@@ -30,7 +30,7 @@ from mtl.losses import task_losses
 from mtl.metrics import TaskMetrics
 from mtl.model import FromPrefix, HydraNet, freeze_all_but, freeze_backbone
 from mtl.tasks import Task
-from mtl.warmstart import backbone_state, canonical, load_backbone
+from mtl.warmstart import backbone_state, canonical, immutable, load_backbone
 
 CHECKPOINT_KEYS = ("model", "config", "tasks")
 VAL_OUTPUTS = "val_outputs.pt"  # beside the checkpoints: each task's val outputs at its best epoch
@@ -336,6 +336,41 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
     cfg = cfg.replace(init=canonical(cfg.init))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    model, tasks, criterion = setup(cfg, manifest, device, init, finetune, only)
+    optimizer = make_optimizer(cfg, model, criterion)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+                 if cfg.scheduler == "cosine" else None)
+    train_loader, val_loader, net, augment = make_loaders(cfg, manifest, model, device)
+    history, best, stopped = [], BestStates(tasks, cfg.patience), False
+    for epoch in range(1, cfg.epochs + 1):
+        train_losses = train_one_epoch(net, criterion, optimizer, train_loader, device, cfg, augment)
+        criterion.end_epoch(train_losses)
+        if scheduler:
+            scheduler.step()
+        val_outputs: dict = {}
+        val = evaluate(net, val_loader, device, tasks, cfg, keep=val_outputs)
+        row = {"epoch": epoch, **{f"train/{k}/loss": v for k, v in train_losses.items()},
+               **{f"val/{k}": v for k, v in val.items()}, **criterion.epoch_stats()}
+        out_of_patience = best.update(epoch, val, val_outputs, lambda: _cpu_state(model, criterion))
+        history.append(row)
+        if on_epoch:
+            on_epoch(epoch, row)
+        if out_of_patience and epoch < cfg.epochs:
+            stopped = True
+            break
+    ckpt_dir = None
+    if out_dir is not None:
+        ckpt_dir = save_checkpoints(Path(out_dir), cfg, tasks, best.states, best.best, _cpu_state(model, criterion),
+                                    history[-1]["epoch"])
+        torch.save({"split": "val", "images": [str(p) for p in manifest.rows("val")["image"]],
+                    "outputs": best.outputs}, ckpt_dir / VAL_OUTPUTS)
+    return FitResult(history, best.best, ckpt_dir, stopped, best.outputs)
+
+
+def setup(cfg: TrainConfig, manifest: Manifest, device, init: dict | None, finetune: str | None,
+          only: list[str] | None) -> tuple[HydraNet, list[Task], methods.Criterion]:
+    """The model (warm-started or restored from `init`, frozen as configured, on the device), its tasks
+    and the criterion (with the learned state `init` holds, when the method is the same)."""
     tasks = [Task.from_dict(t) for t in init["tasks"]] if init else manifest.tasks
     if only:
         tasks = [t for t in tasks if t.name in only]
@@ -352,48 +387,43 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
     criterion = methods.make_criterion(cfg.replace(loss_weights={}) if finetune else cfg, train_tasks,
                                        shared_params(model)).to(device)
     if init and init.get("criterion") and TrainConfig.from_dict(init["config"]).weighting == cfg.weighting and not finetune:
-        criterion.load_state_dict(init["criterion"])  # learned log-variances, DWA's loss history
-    optimizer = make_optimizer(cfg, model, criterion)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
-                 if cfg.scheduler == "cosine" else None)
-    train_loader, val_loader, net, augment = make_loaders(cfg, manifest, model, device)
+        try:  # learned log-variances, DWA's loss history
+            criterion.load_state_dict(init["criterion"])
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise UserError(f"{init.get('source', 'checkpoint')}: its {cfg.weighting} state does not fit "
+                            f"these tasks ({first})") from None
+    return model, tasks, criterion
 
-    history, best, states, best_outputs = [], {}, {}, {}
-    best_mean, since_best, stopped = -math.inf, 0, False
-    for epoch in range(1, cfg.epochs + 1):
-        train_losses = train_one_epoch(net, criterion, optimizer, train_loader, device, cfg, augment)
-        criterion.end_epoch(train_losses)
-        if scheduler:
-            scheduler.step()
-        val_outputs: dict = {}
-        val = evaluate(net, val_loader, device, tasks, cfg, keep=val_outputs)
-        row = {"epoch": epoch, **{f"train/{k}/loss": v for k, v in train_losses.items()},
-               **{f"val/{k}": v for k, v in val.items()}, **criterion.epoch_stats()}
-        for t in tasks:
+
+class BestStates:
+    """Per task, its best epoch so far (by its primary val metric) and that epoch's val outputs; the
+    model states those epochs need (tasks that peak together share one); and patience on the mean score."""
+
+    def __init__(self, tasks: list[Task], patience: int):
+        self.tasks, self.patience = tasks, patience
+        self.best: dict[str, dict] = {}
+        self.states: dict[int, dict] = {}
+        self.outputs: dict = {}
+        self.best_mean, self.since_best = -math.inf, 0
+
+    def update(self, epoch: int, val: dict, val_outputs: dict, state) -> bool:
+        """Record an epoch (`state()` copies the model's state, called only if some task improved);
+        True when patience has run out."""
+        for t in self.tasks:
             score = val.get(t.metric_key, math.nan)
-            if t.name not in best or t.better(score, best[t.name]["score"]):
-                best[t.name] = {"epoch": epoch, "score": score}
-                best_outputs[t.name] = val_outputs[t.name]
-                states[epoch] = states.get(epoch) or _cpu_state(model, criterion)
-        states = {e: s for e, s in states.items() if e in {b["epoch"] for b in best.values()}}
-        history.append(row)
-        if on_epoch:
-            on_epoch(epoch, row)
-        ms = mean_score(tasks, val)
-        if ms > best_mean:
-            best_mean, since_best = ms, 0
+            if t.name not in self.best or t.better(score, self.best[t.name]["score"]):
+                self.best[t.name] = {"epoch": epoch, "score": score}
+                self.outputs[t.name] = val_outputs[t.name]
+                self.states[epoch] = self.states.get(epoch) or state()
+        needed = {b["epoch"] for b in self.best.values()}
+        self.states = {e: s for e, s in self.states.items() if e in needed}
+        ms = mean_score(self.tasks, val)
+        if ms > self.best_mean:
+            self.best_mean, self.since_best = ms, 0
         else:
-            since_best += 1
-        if cfg.patience and since_best >= cfg.patience and epoch < cfg.epochs:
-            stopped = True
-            break
-    ckpt_dir = None
-    if out_dir is not None:
-        ckpt_dir = save_checkpoints(Path(out_dir), cfg, tasks, states, best, _cpu_state(model, criterion),
-                                    history[-1]["epoch"])
-        torch.save({"split": "val", "images": [str(p) for p in manifest.rows("val")["image"]],
-                    "outputs": best_outputs}, ckpt_dir / VAL_OUTPUTS)
-    return FitResult(history, best, ckpt_dir, stopped, best_outputs)
+            self.since_best += 1
+        return bool(self.patience) and self.since_best >= self.patience
 
 
 def _cpu_state(model, criterion) -> dict:
@@ -405,13 +435,14 @@ def _cpu_state(model, criterion) -> dict:
 def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_state: dict, last_epoch: int) -> Path:
     """One file per distinct epoch (`epoch-<e>.pt`, plain dicts with the config) and `index.json`
     mapping each task to its best epoch's file, plus `last`. Tasks that peak together share a file.
-    With a warm start (`init`), backbone weights still equal to the base are not stored again: the
-    checkpoint names its base in its config and `restore` puts them back (a frozen resnet18 backbone
-    is 43 MB a file that 40 trials would otherwise each write several times)."""
+    With a warm start (`init`) from a file or a run's checkpoint, backbone weights still equal to the base
+    are not stored again: the checkpoint names its base in its config and `restore` puts them back (a
+    frozen resnet18 backbone is 43 MB a file that 40 trials would otherwise each write several times).
+    A registry model as base is stored whole: its versions are replaced and deleted."""
     out_dir.mkdir(parents=True, exist_ok=True)
     states = {**states, last_epoch: states.get(last_epoch) or last_state}
     try:
-        base = backbone_state(cfg.init) if cfg.init else {}
+        base = backbone_state(cfg.init) if immutable(cfg.init) else {}
     except UserError:  # the base moved since training started: store every weight rather than lose them
         base = {}
     for epoch, state in states.items():

@@ -3,12 +3,15 @@
 A study is `experiments/<study>.py`: MANIFEST, OBJECTIVES (tasks whose primary val metrics are the
 objectives), BASE (a TrainConfig), TRIALS, EPOCHS and `search_space(trial, base) -> TrainConfig`,
 or CONFIGS (name -> TrainConfig) for fixed, hand-tuned rounds. One objective per task, each in its
-own direction; TPE seeded per worker and per start (a resumed study never replays its draws); the study is stored persistently and resumed by name.
+own direction; the sampler (SAMPLER) seeded per worker and per start (a resumed study never replays
+its draws); the study is stored persistently and resumed by name.
 
-Optuna cannot prune multi-objective trials, so a trial stops early on `patience`: when its mean
-per-task val score has not improved for that many epochs.
+A trial stops early on `patience` (its mean per-task val score has not improved for that many epochs)
+or on EARLY_STOP (mtl/pruning.py: completed trials dominate it at the same epoch).
 
-Every trial is one MLflow child run `trial-<n>` under the study's parent run (see mtl/tracking.py).
+Every trial is one top-level MLflow run `trial-<n>` (or the round's name) in the study's experiment,
+tagged with the study's parent run; the pretrain stage, single-task baselines and ensemble runs are
+the parent's children, out of the trials' comparison (see mtl/tracking.py).
 """
 
 from __future__ import annotations

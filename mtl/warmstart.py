@@ -23,10 +23,26 @@ _STATES: dict[str, dict] = {}  # resolved source -> backbone state, shared by th
 
 def canonical(source: str | None) -> str | None:
     """A local path made absolute (so a checkpoint that names its base still finds it from another
-    working directory); MLflow URIs as they are."""
-    if not source or source.startswith(("models:/", "runs:/")):
+    working directory); a registry alias (`models:/<name>@<alias>`) pinned to the version it names now,
+    so the config records which weights were loaded; other MLflow URIs as they are."""
+    if not source or source.startswith("runs:/"):
         return source
+    if source.startswith("models:/"):
+        name, at, alias = source[len("models:/"):].partition("@")
+        if not at:
+            return source
+        try:
+            import mlflow
+            return f"models:/{name}/{mlflow.MlflowClient().get_model_version_by_alias(name, alias).version}"
+        except Exception:  # unknown here: loading it says so in one line
+            return source
     return str(Path(source).resolve())
+
+
+def immutable(source: str | None) -> bool:
+    """Whether `source` names weights that stay as they are: a checkpoint may then leave out the backbone
+    weights equal to it. Registry models are not (a replaced version is deleted with its files)."""
+    return bool(source) and not source.startswith("models:/")
 
 
 def resolve(source: str) -> Path:

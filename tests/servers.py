@@ -27,10 +27,20 @@ def _pg_bin(name: str) -> str | None:
     return found if isinstance(found, str) else (found[-1] if found else None)
 
 
+def _apt_install(package: str, timeout: int) -> None:
+    """`apt-get install` as root; on a fresh machine whose package lists are empty, `apt-get update` first."""
+    if not (shutil.which("apt-get") and os.geteuid() == 0):
+        return
+    cmd = ["apt-get", "install", "-y", "-q", package]
+    if subprocess.run(cmd, capture_output=True, timeout=timeout).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=timeout)
+        subprocess.run(cmd, capture_output=True, timeout=timeout)
+
+
 def ensure_postgres() -> str:
     """Path of initdb, installing Debian's postgresql package if missing; skip with the reason otherwise."""
-    if _pg_bin("initdb") is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], capture_output=True, timeout=600)
+    if _pg_bin("initdb") is None:
+        _apt_install("postgresql", 600)
     initdb = _pg_bin("initdb")
     if initdb is None:
         pytest.skip("PostgreSQL is not installed and `apt-get install postgresql` did not provide it")
@@ -128,11 +138,14 @@ def model_server(model_uri: str, tracking_uri: str, workdir: Path):
 def ensure_chromium() -> str:
     """Path of Debian's chromium, installed with apt-get if missing (as PostgreSQL is); skip otherwise."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
+    if found is None:
+        _apt_install("chromium", 900)
         found = shutil.which("chromium")
     if found is None:
-        pytest.skip("chromium is not installed and `apt-get install chromium` did not provide it")
+        why = "chromium is not installed and `apt-get install chromium` did not provide it"
+        if os.environ.get("MTL_UI_CHECK"):  # `make ui-check` asked for the browser: no browser is a failure
+            pytest.fail(why)
+        pytest.skip(why)
     return found
 
 

@@ -8,8 +8,8 @@ from mtl.__main__ import main
 from mtl.bench import TARGETS
 
 
-def test_bench_quick_json(fgo_small, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no default study has run here: pruned_epoch_fraction is n/a
+def test_bench_quick_json(fgo_small, isolated_stores, capsys):
+    tmp_path = isolated_stores  # the cwd: no default study has run here, so pruned_epoch_fraction is n/a
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--image-size", "32", "--batch-size", "8", "--manifest", str(fgo_small),
                  "--out", str(out)]) == 0
@@ -23,3 +23,7 @@ def test_bench_quick_json(fgo_small, tmp_path, capsys, monkeypatch):
     assert all(isinstance(v, float) and v > 0 for v in res["raw"].values())
     assert {"epoch_loader_img_s", "decode_img_s"} <= set(res["raw_data"])
     assert "step_vs_bare" in capsys.readouterr().out
+    import mlflow  # the same figures as a run of experiment `bench`, with the json beside them
+    run = mlflow.search_runs(experiment_names=["bench"], output_format="list")[0]
+    assert run.data.metrics["step_vs_bare"] == res["step_vs_bare"] and run.data.tags["mtl.role"] == "bench"
+    assert [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)] == ["bench.json"]

@@ -200,7 +200,7 @@ def test_cli_bad_weighting_is_one_line_before_training(fgo_small, isolated_store
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
-def test_cli_train_with_upgrad_logs_weights_and_cosines(fgo_small, isolated_stores, capsys):
+def test_cli_train_with_cagrad_logs_weights_cosines_and_its_parameters(fgo_small, isolated_stores, capsys):
     rc = main(["train", "--manifest", str(fgo_small), "--epochs", "2", "--set", "image_size=32",
                "--set", "weighting=cagrad", "--set", "weighting_args.c=0.3"])
     assert rc == 0, capsys.readouterr()
@@ -209,6 +209,21 @@ def test_cli_train_with_upgrad_logs_weights_and_cosines(fgo_small, isolated_stor
     client = mlflow.MlflowClient()
     for key in ("weight/gender", "weight/colors", "grad/cosine", "grad/cosine/gender-vs-region"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+
+
+@pytest.mark.parametrize("method", TORCHJD)
+def test_cli_train_with_each_gradient_method(method, fgo_small, isolated_stores, capsys):
+    """`train --set weighting=<method>` for every torchjd method (over cached frozen-backbone features, so
+    each is a second or two): it trains, logs each task's weight and the task-gradient cosines, and logs
+    every parameter the method ran with, defaults included."""
+    rc = main(["train", "--manifest", str(fgo_small), "--epochs", "1", "--set", "image_size=32", "--set", "freeze=all",
+               "--set", "augment=false", "--set", "trunk_dims=16", "--set", f"weighting={method}"])
+    assert rc == 0, capsys.readouterr()
+    run = mlflow.search_runs(experiment_names=["train"], output_format="list")[0]
+    m = run.data.metrics
+    assert all(math.isfinite(m[f"weight/{t}"]) for t in ("gender", "region", "fighting_style", "alignment", "colors"))
+    assert -1.0 <= m["grad/cosine"] <= 1.0 and "grad/cosine/gender-vs-colors" in m
+    assert {f"{method}.{k}" for k in methods.get(method).params} <= set(run.data.params)
 
 
 METHOD_STUDY = '''

@@ -151,10 +151,18 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     ens = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
                              output_format="list")
     assert ens and "test/alignment/acc" in ens[0].data.metrics
+    from mtl.mlmodel import model_id_of
+    first = client.get_logged_model(model_id_of(client.get_model_version_by_alias("tiny", "ensemble")))
+    first_files = Path(first.artifact_location.removeprefix("file://"))
+    assert (first_files / "MLmodel").is_file()
     assert main(["ensemble", "tiny"]) == 0  # again: still one ensemble run
     ens = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
                              output_format="list")
     assert len(ens) == 1
+    # the registry keeps what its aliases name: the replaced ensemble version is gone, with its files
+    aliased = {str(v) for v in client.get_registered_model("tiny").aliases.values()}
+    assert {str(v.version) for v in client.search_model_versions("name = 'tiny'")} == aliased
+    assert not (first_files / "MLmodel").exists()
     model = mlflow.pyfunc.load_model("models:/tiny@ensemble")
     imgs = [str(p) for p in sorted((Path(str(tiny_study)).parent).rglob("*.png"))[:3]]
     got = model.predict(pd.DataFrame({"image": imgs}))
@@ -189,11 +197,13 @@ def test_best_models_load_and_predict_as_mlflow_pyfunc(tiny_study, monkeypatch):
         assert model.metadata.signature is not None and "image" in model.metadata.signature.inputs.input_names()
         got = model.predict(pd.DataFrame({"image": [str(p) for p in paths]}))
         assert len(got) == 3
+        empty = model.predict(pd.DataFrame({"image": pd.Series([], dtype=str)}))  # no rows, the same columns
+        assert len(empty) == 0 and list(empty.columns) == list(got.columns)
         net, cfg, tasks = model_from_checkpoint(load_best("tiny", task))
         ours = run_models({t.name: (net, cfg) for t in tasks}, tasks, paths)
         for i, out in enumerate(ours):
             assert got.loc[i, "gender"] == tasks[0].predict(out["gender"])
-            assert got.loc[i, "colors"] == "|".join(m.task("colors").spec.decide(m.task("colors"), out["colors"]))
+            assert got.loc[i, "colors"] == "|".join(m.task("colors").predict(out["colors"]))
             assert got.loc[i, "region"] == m.task("region").predict(out["region"])
         probs = got[[f"region.{c}" for c in m.task("region").classes]].to_numpy()
         assert probs.sum(1) == pytest.approx(1.0) and ((probs >= 0) & (probs <= 1)).all()
@@ -205,6 +215,11 @@ def test_best_models_load_and_predict_as_mlflow_pyfunc(tiny_study, monkeypatch):
     # a registered best model is a warm start like a checkpoint
     assert main(["train", "--manifest", str(m.path), "--epochs", "1", "--set", "image_size=32", "--set",
                  "init=models:/tiny@best-gender", "--no-track", "--out", str(tiny_study / "ws")]) == 0
+    from mtl.train import load_checkpoint
+    ws = load_checkpoint(next((tiny_study / "ws").rglob("epoch-1.pt")))
+    assert ws["config"]["init"] == f"models:/tiny/{mv.version}"  # the alias pinned to the version it named
+    # stored whole: a registry version can be replaced and deleted, so none is a base to leave weights out against
+    assert sum(k.startswith("backbone.") for k in ws["model"]) == sum(k.startswith("backbone.") for k in net.state_dict())
 
 
 @pytest.mark.parametrize("cmd", ["pareto", "ensemble", "predict"])

@@ -138,17 +138,18 @@ class Kind:
         """Back to the head's output space, so metrics and captions treat ensembles like models."""
         return p
 
-    def decode(self, task: Task, output: torch.Tensor, top_k: int = 3) -> Any:
-        """One sample's head output -> a readable prediction (class, list of classes, or number)."""
+    def decode(self, task: Task, output: torch.Tensor) -> Any:
+        """One sample's head output -> the prediction the metrics score, readable (a class, a list of
+        classes, a number). Captions, the gallery and the MLflow model all show this one."""
         raise NotImplementedError
-
-    def decide(self, task: Task, output: torch.Tensor) -> Any:
-        """The prediction the metrics score (multilabel: every label over the threshold, not a top k)."""
-        return self.decode(task, output)
 
     def cell_value(self, cell: str) -> Any:
         """A manifest cell as `decode` would return it (ground truth in captions)."""
         return cell.strip()
+
+    def to_cell(self, value) -> Any:
+        """A `decode` value as one table cell, written as the manifest writes it (the MLflow model's output)."""
+        return value
 
     def format(self, value) -> str:
         return str(value)

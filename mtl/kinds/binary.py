@@ -52,7 +52,7 @@ class Binary(Kind):
         import torch
         return torch.logit(p.clamp(1e-6, 1 - 1e-6))
 
-    def decode(self, task, output, top_k=3):
+    def decode(self, task, output):
         return task.classes[int(output.reshape(()) > 0)]
 
 

@@ -42,7 +42,7 @@ class Multiclass(Kind):
     def from_prob(self, p):
         return p.clamp_min(1e-12).log()
 
-    def decode(self, task, output, top_k=3):
+    def decode(self, task, output):
         return task.classes[int(output.argmax())]
 
 

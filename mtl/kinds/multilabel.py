@@ -67,16 +67,17 @@ class Multilabel(Kind):
         import torch
         return torch.logit(p.clamp(1e-6, 1 - 1e-6))
 
-    def decode(self, task, output, top_k=3):
-        order = output.argsort(descending=True)[:top_k]
-        return [task.classes[int(i)] for i in order]
-
-    def decide(self, task, output):
-        on = [task.classes[i] for i in range(len(task.classes)) if float(output[i]) > 0]
-        return on or [task.classes[int(output.argmax())]]
+    def decode(self, task, output):
+        """Every label over the threshold (probability 0.5, as F1 scores it), most probable first; the
+        most probable alone when none is."""
+        order = output.argsort(descending=True).tolist()
+        return [task.classes[i] for i in order if float(output[i]) > 0] or [task.classes[order[0]]]
 
     def cell_value(self, cell):
         return [p.strip() for p in cell.split(MULTILABEL_SEP)]
+
+    def to_cell(self, value):
+        return MULTILABEL_SEP.join(value)
 
     def format(self, value):
         return "[" + ", ".join(f"'{v}'" for v in value) + "]"  # the write-up's caption form

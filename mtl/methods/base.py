@@ -177,6 +177,8 @@ def check_common(cfg, tasks) -> None:
         raise UserError(f"unknown regression_loss '{cfg.regression_loss}' (one of {', '.join(REGRESSION_LOSSES)})")
     if cfg.scheduler not in SCHEDULERS:
         raise UserError(f"unknown scheduler '{cfg.scheduler}' (one of {', '.join(SCHEDULERS)})")
+    if getattr(cfg, "jacobian_on", "features") not in ("features", "params"):
+        raise UserError(f"jacobian_on={cfg.jacobian_on!r}: expected features or params")
     unknown = set(cfg.loss_weights) - {t.name for t in tasks}
     if unknown:
         raise UserError(f"loss weights for unknown task(s): {', '.join(sorted(unknown))}")
@@ -256,8 +258,6 @@ class JacobianMethod(Criterion):
         check_common(cfg, tasks)
         if cfg.loss_weights:
             raise UserError(f"loss_weights are for weighting=fixed; weighting '{cls.name}' sets its own weights")
-        if cfg.jacobian_on not in ("features", "params"):
-            raise UserError(f"jacobian_on={cfg.jacobian_on!r}: expected features or params")
         crit = cls(tasks, cfg, shared_params, **dict(cfg.weighting_args))
         crit.aggregator_for(tuple(crit.task_names))  # its optional dependencies, checked now
         return crit
