@@ -10,7 +10,9 @@ epochs and warm start) give each trial's Δm % (Maninis et al. 2019).
 
 What is shared: the PRETRAIN backbone of fgo_regularization is loaded, its stages up to layer3 are frozen
 (their outputs cached once per process), and layer4 plus a 256-wide trunk are trained by every method —
-the parameters where task gradients can conflict. Defaults take about 10 minutes on 2 CPU cores.
+the parameters where task gradients can conflict. Defaults took 35 minutes on 2 CPU cores on fresh
+stores (pretrain 6, the five baselines 3.5, 28 trials of about 50 s each 25); a trained layer4 makes
+each trial's checkpoints about 34 MB a file.
 
     make tune STUDY=fgo_weighting && make pareto STUDY=fgo_weighting
 """

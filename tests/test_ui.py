@@ -76,12 +76,14 @@ def test_ui_shows_trials_charts_models_and_figures(tmp_path, fgo_small, monkeypa
         page.wait_for_timeout(1500)
         text = _text(page)
         assert "val/gender" in text and "val/region" not in text, text[:3000]
-        assert page.locator("svg.main-svg, canvas, svg").count() > 0
+        # each trial is named once in the run list and again in the legend of every chart drawn for it
+        assert all(text.count(f"trial-{i}") >= 2 for i in range(3)), text[:3000]
         page.screenshot(path=SHOTS / "chart_val_gender_acc.png")
         search.fill("val/")
         page.wait_for_timeout(1500)
         text = _text(page)
         assert all(f"val/{t}" in text for t in ("gender", "region", "fighting_style", "alignment", "colors"))
+        assert "ensemble" not in text  # non-trial runs are the parent's children: not in the trials' charts
         page.screenshot(path=SHOTS / "charts.png")
 
         # the registry: the study's model with its best-<task> aliases and the ensemble
