@@ -9,7 +9,7 @@ and the report compare them fairly with the tuned trials.
     make tune STUDY=fgo_rounds
 """
 
-from mtl.train import TrainConfig
+from mtl.config import TrainConfig
 
 MANIFEST = "data_manifests/fgo_synth.csv"
 OBJECTIVES = ["gender", "region", "fighting_style", "alignment", "colors"]

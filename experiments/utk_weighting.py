@@ -10,7 +10,7 @@ design). Each method runs once first (ENQUEUE), then the sampler explores; objec
 """
 
 from mtl import methods
-from mtl.train import TrainConfig
+from mtl.config import TrainConfig
 
 MANIFEST = "data_manifests/utk_synth.csv"
 OBJECTIVES = ["age", "gender", "race"]
@@ -18,11 +18,12 @@ METHODS = ["fixed", "uncertainty", "dwa", "upgrad", "mgda", "pcgrad", "cagrad", 
 TRIALS = len(METHODS)
 EPOCHS = 8
 SINGLE_TASK_BASELINES = True
-ENQUEUE = [{"weighting": m} for m in METHODS]
+ENQUEUE = [{"method": m} for m in METHODS]
 BASE = TrainConfig(backbone="resnet18", image_size=48, batch_size=32, head_dims=[128], patience=4)
 
 
 def search_space(trial, base: TrainConfig) -> TrainConfig:
-    method = trial.suggest_categorical("weighting", METHODS)
-    cfg = base.replace(regression_loss=trial.suggest_categorical("regression_loss", ["l1", "smooth_l1"]))
+    method = trial.suggest_categorical("method", METHODS)
+    loss = trial.suggest_categorical("regression.loss", ["l1", "smooth_l1"])
+    cfg = base.replace(kind_options={"regression": {"loss": loss}})
     return cfg.replace(**methods.suggest(trial, method, OBJECTIVES))

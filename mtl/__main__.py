@@ -1,8 +1,8 @@
 """Command line: python -m mtl {check,data,train,tune,pareto,ensemble,confirm,predict,bench} (each with --help).
 
 User errors (bad files, flags, studies) print one line and exit non-zero; no traceback.
-Every argument is declared here and a command's module is imported only when that command runs,
-so `--help` and `check` start without torch, MLflow or Optuna.
+Every argument is declared here; a command's module (mtl/commands/<command>.py) is imported only when
+that command runs, so `--help` and `check` start without torch, MLflow or Optuna.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _add_check(sub) -> None:
     c = sub.add_parser("check", help="validate a manifest and print its summary")
     c.add_argument("manifest")
     c.add_argument("--no-images", action="store_true", help="skip opening every image")
-    c.set_defaults(func="mtl.data.cli:check")
+    c.set_defaults(func="mtl.commands.check:main")
 
 
 def _add_data(sub) -> None:
@@ -41,7 +41,7 @@ def _add_data(sub) -> None:
     u.add_argument("--seed", type=int, default=0)
     mm = dsub.add_parser("make-manifests", help="(developers) regenerate the committed demo manifests")
     mm.add_argument("--out-dir", default="data_manifests")
-    d.set_defaults(func="mtl.data.cli:data")
+    d.set_defaults(func="mtl.commands.data:main")
 
 
 def _add_train(sub) -> None:
@@ -49,12 +49,14 @@ def _add_train(sub) -> None:
     t.add_argument("--manifest", required=True)
     t.add_argument("--epochs", type=int)
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="TrainConfig override, e.g. head_dims=256,256 bn_momentum=0.2 loss_weights.age=0.1")
+                   help="TrainConfig override, e.g. head_dims=256,256 bn_momentum=0.2 loss_weights.age=0.1 method=upgrad "
+                        "method_args.c=0.4 kind_options.regression.loss=mse")
     t.add_argument("--finetune", metavar="TASK", help="train only this head; backbone, trunk, other heads frozen")
-    t.add_argument("--from", dest="init", metavar="CKPT", help="checkpoint file or directory to start from")
+    t.add_argument("--from", dest="resume_from", metavar="CKPT",
+                   help="checkpoint file or directory whose whole model (and method state) training continues from")
     t.add_argument("--out", default="checkpoints", help="where checkpoints are written (default checkpoints/)")
     t.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-    t.set_defaults(func="mtl.train_cli:run_train")
+    t.set_defaults(func="mtl.commands.train:main")
 
 
 def _storage(p) -> None:
@@ -69,34 +71,34 @@ def _add_studies(sub) -> None:
     t.add_argument("--workers", help="worker processes (default 1)")
     _storage(t)
     t.add_argument("--seed", type=int, default=0, help="base sampler seed (mixed with the worker and the trials so far)")
-    t.set_defaults(func="mtl.tune:main")
+    t.set_defaults(func="mtl.commands.tune:main")
 
     p = sub.add_parser("pareto", help="Pareto front and per-task best (val, with intervals)")
     p.add_argument("study")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the checkpoints of dominated trials (by default removed: no front can hold them again)")
     _storage(p)
-    p.set_defaults(func="mtl.pareto:main")
+    p.set_defaults(func="mtl.commands.pareto:main")
 
     e = sub.add_parser("ensemble", help="ensembles chosen on val, judged once on test; writes the report")
     e.add_argument("study")
     e.add_argument("--top-k", type=int, default=0, help="candidates per task: the k best front members (0 = the front)")
     _storage(e)
-    e.set_defaults(func="mtl.ensemble:main")
+    e.set_defaults(func="mtl.commands.ensemble:main")
 
     c = sub.add_parser("confirm", help="re-train each task's best config (and the rounds) with new seeds")
     c.add_argument("study")
     c.add_argument("--seeds", type=int, default=3, help="new seeds per config (default 3)")
     c.add_argument("--epochs", type=int, help="epochs per run (default: the study's EPOCHS)")
     _storage(c)
-    c.set_defaults(func="mtl.confirm:main")
+    c.set_defaults(func="mtl.commands.confirm:main")
 
     pr = sub.add_parser("predict", help="captions and gallery")
     pr.add_argument("study")
     pr.add_argument("images", nargs="*", help="image files (default: a handful from the test split)")
     pr.add_argument("--model", help="best-<task>: answer every task with that registered model")
     pr.add_argument("-n", type=int, default=8, help="test images when none are given (default 8)")
-    pr.set_defaults(func="mtl.predict:main")
+    pr.set_defaults(func="mtl.commands.predict:main")
 
 
 def _add_bench(sub) -> None:
@@ -107,7 +109,7 @@ def _add_bench(sub) -> None:
     b.add_argument("--quick", action="store_true", help="smoke run: few repeats (figures are not meaningful)")
     b.add_argument("--manifest", default="data_manifests/fgo_synth.csv")
     b.add_argument("--out", default="reports/bench.json")
-    b.set_defaults(func="mtl.bench:main")
+    b.set_defaults(func="mtl.commands.bench:main")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,13 +47,13 @@ def sample_stats(task: Task, outputs, targets, mask) -> np.ndarray:
     """Per-sample sufficient statistics of the task's primary metric, (N, k); unlabelled rows are 0.
 
     Predictions follow the metrics' thresholds: logit > 0 (binary, multilabel), argmax (multiclass)."""
-    return task.spec.sample_stats(task, np.asarray(outputs, dtype=np.float64), np.asarray(targets),
+    return task.kind_impl.sample_stats(task, np.asarray(outputs, dtype=np.float64), np.asarray(targets),
                                   np.asarray(mask, dtype=bool))
 
 
 def metric_from_sums(task: Task, sums: np.ndarray) -> np.ndarray:
     """The primary metric from summed statistics (..., k); NaN where nothing was labelled."""
-    return task.spec.metric_from_sums(sums)
+    return task.kind_impl.metric_from_sums(sums)
 
 
 def point(task: Task, stats: np.ndarray) -> float:
@@ -119,9 +119,13 @@ def delta_m(boot: GroupBootstrap, tasks: list[Task], stats: dict[str, np.ndarray
     """Δm % (Maninis, Radosavovic & Kokkinos 2019; LibMTL's summary score): the mean relative gain of a
     multi-task model over single-task baselines, 100/T Σ_t s_t (M_t − B_t) / B_t with s_t = +1 where
     higher is better and −1 where lower is; positive is better. Its interval comes from the same group
-    resamples for model and baselines (paired)."""
+    resamples for model and baselines (paired). A baseline that scores exactly 0 leaves it undefined (NaN)."""
+    def rel(m, b):
+        m, b = np.asarray(m, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        return np.where(b != 0, (m - b) / np.where(b != 0, b, 1.0), np.nan)
+
     def gain(values_m, values_b):
-        return sum((1 if t.direction == "maximize" else -1) * (values_m[i] - values_b[i]) / values_b[i]
+        return sum((1 if t.direction == "maximize" else -1) * rel(values_m[i], values_b[i])
                    for i, t in enumerate(tasks)) * 100 / len(tasks)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = gain([point(t, stats[t.name]) for t in tasks], [point(t, single[t.name]) for t in tasks])

@@ -18,7 +18,7 @@ class TaskMetrics:
 
     def __init__(self, tasks: list[Task]):
         self.tasks = tasks
-        self.metrics = {t.name: t.spec.metrics(t) for t in tasks}
+        self.metrics = {t.name: t.kind_impl.metrics(t) for t in tasks}
         self.counts = {t.name: 0 for t in tasks}
 
     @torch.no_grad()
@@ -31,7 +31,7 @@ class TaskMetrics:
             tgt = targets[t.name].cpu()[m]
             self.counts[t.name] += int(m.sum())
             for name, metric in self.metrics[t.name].items():
-                metric.update(*t.spec.metric_inputs(name, out, tgt))
+                metric.update(*t.kind_impl.metric_inputs(name, out, tgt))
 
     def compute(self) -> dict[str, float]:
         """Task without a single labelled sample -> NaN (never a made-up 0)."""
@@ -48,7 +48,7 @@ def best_constant(task: Task, targets, mask) -> torch.Tensor:
     the split's own labels, so it is an optimistic baseline."""
     y = torch.as_tensor(targets)
     m = torch.as_tensor(mask, dtype=torch.bool)
-    return task.spec.best_constant(task, y[m], len(y))
+    return task.kind_impl.best_constant(task, y[m], len(y))
 
 
 def constant_score(task: Task, targets, mask) -> float:

@@ -78,7 +78,7 @@ class HydraNet(nn.Module):
                                   nn.Linear(head_dims[-1] if head_dims else feat, t.out_dim))
             for t in tasks})
         for t in tasks:
-            t.spec.init_head(t, self.heads[t.name][-1])
+            t.kind_impl.init_head(t, self.heads[t.name][-1])
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(self.backbone(x))
@@ -116,7 +116,7 @@ class HydraNet(nn.Module):
         out = {}
         for name, head in self.heads.items():
             task = self.tasks[name]
-            out[name] = task.spec.head_output(task, head(h))
+            out[name] = task.kind_impl.head_output(task, head(h))
         return out
 
     def train(self, mode: bool = True):
@@ -199,3 +199,9 @@ def freeze_all_but(model: HydraNet, task: str) -> None:
     for name, head in model.heads.items():
         if name != task:
             freeze(head)
+
+
+def build_model(cfg, tasks: list[Task]) -> HydraNet:
+    """The HydraNet a TrainConfig describes (backbone, trunk and heads; weights as `cfg.weights` names)."""
+    return HydraNet(tasks, cfg.backbone, cfg.trunk_dims, cfg.head_dims, cfg.bn_momentum, cfg.bn_eps,
+                    cfg.dropout, cfg.weights)

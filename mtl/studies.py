@@ -1,5 +1,5 @@
-"""Study specs, their storage and their tags: what the runner (mtl/tune.py), pareto, ensemble, confirm
-and predict share. A study is one file `experiments/<name>.py` (see the README's "writing a study")."""
+"""Study specs: `experiments/<name>.py` loaded and checked (see the README's "writing a study"), the
+config each trial trains, and the tags that link MLflow runs to their study."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import optuna
 
-from mtl import tracking
+from mtl import methods
+from mtl.config import TrainConfig
+from mtl.early_stop import EarlyStop
 from mtl.errors import UserError
-from mtl.pruning import EarlyStop
-from mtl.train import TrainConfig
+from mtl.training import check_config
 
 EXPERIMENTS = Path("experiments")
 STUDY_TAG = "mtl.study"
@@ -37,6 +38,7 @@ class Study:
     early_stop: EarlyStop | None = None  # EARLY_STOP: multi-objective early stopping across trials
     single_task: bool = False  # SINGLE_TASK_BASELINES: one head alone per objective, same budget -> Δm %
     enqueue: tuple = ()  # ENQUEUE: partial parameter sets run first, once (e.g. each method R times)
+    compare_with: str | None = None  # COMPARE_WITH: a study of fixed rounds the reports compare this one with
 
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random")
@@ -73,14 +75,17 @@ def load_study(name: str) -> Study:
         raise UserError(f"{path}: PRETRAIN must be a TrainConfig")
     early_stop = getattr(mod, "EARLY_STOP", None)
     if early_stop is not None and not isinstance(early_stop, EarlyStop):
-        raise UserError(f"{path}: EARLY_STOP must be an mtl.pruning.EarlyStop")
+        raise UserError(f"{path}: EARLY_STOP must be an mtl.early_stop.EarlyStop")
     enqueue = getattr(mod, "ENQUEUE", ())
     if not isinstance(enqueue, (list, tuple)) or not all(isinstance(e, dict) for e in enqueue):
         raise UserError(f"{path}: ENQUEUE must be a list of parameter dicts")
+    compare_with = getattr(mod, "COMPARE_WITH", None)
+    if compare_with is not None and not (isinstance(compare_with, str) and (EXPERIMENTS / f"{compare_with}.py").is_file()):
+        raise UserError(f"{path}: COMPARE_WITH = {compare_with!r}: no such study in {EXPERIMENTS}/")
     return Study(name, path, str(mod.MANIFEST), list(mod.OBJECTIVES), mod.BASE,
                  int(getattr(mod, "TRIALS", len(configs) if configs else 10)), int(getattr(mod, "EPOCHS", mod.BASE.epochs)),
                  getattr(mod, "search_space", None), configs, (mod.__doc__ or "").strip(), sampler, pretrain,
-                 early_stop, bool(getattr(mod, "SINGLE_TASK_BASELINES", False)), tuple(enqueue))
+                 early_stop, bool(getattr(mod, "SINGLE_TASK_BASELINES", False)), tuple(enqueue), compare_with)
 
 
 def trial_config(study: Study, trial, epochs: int) -> TrainConfig:
@@ -96,32 +101,38 @@ def trial_config(study: Study, trial, epochs: int) -> TrainConfig:
     return cfg
 
 
-# ------------------------------------------------------------------------------------------------
-# storage
-# ------------------------------------------------------------------------------------------------
-def default_storage(name: str) -> str:
-    return str(Path("optuna") / f"{name}.log")
-
-
-def make_storage(url: str):
-    """A journal file (the default: a local path, safe for several processes) or any RDB URL."""
-    if "://" not in url:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(url))
-    if url.split("://")[0].split("+")[0] not in ("sqlite", "postgresql", "mysql"):
-        raise UserError(f"STORAGE {tracking.redact(url)}: expected a file path, sqlite://, postgresql:// or mysql:// URL")
-    try:
-        # heartbeats let a resumed study fail the trials of a worker that was killed (kill -9)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90,
-                                          heartbeat_stale_trial_callback=close_stale_run,
-                                          engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
-    except Exception as e:
-        raise UserError(f"STORAGE {tracking.redact(url)}: cannot open ({type(e).__name__})") from None
-
-
-def close_stale_run(study, trial) -> None:
-    """Optuna's heartbeat failed a trial whose worker died: end its MLflow run FAILED too."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if run_id:
-        tracking.RunLogger(tracking.get_client(), "", "", run_id=run_id).end("FAILED", "worker died (stale trial)")
+def check_search_space(study: Study, tasks, draws: int = 16) -> None:
+    """Sample on a throwaway in-memory study — every ENQUEUE entry and `draws` random draws — and check each
+    config's method settings; build the first config's model (backbone, weights, init, freeze) and the
+    PRETRAIN stage's, so a broken study fails in one line before any training."""
+    probe = optuna.create_study(directions=["maximize"] * len(study.objectives),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for params in study.enqueue:
+        probe.enqueue_trial(params)
+    cfgs, n_q = [], len(study.enqueue)
+    for i in range(n_q + 1 + (draws if not study.configs else len(study.configs))):
+        queued = study.enqueue[i] if i < n_q else None
+        trial = probe.ask()
+        try:
+            cfgs.append(trial_config(study, trial, study.epochs))
+        except UserError as e:  # a setting mtl rejects (an unknown method, say): never right in any trial
+            raise e if str(study.path) in str(e) else UserError(f"{study.path}: search space: {e}") from None
+        except Exception as e:  # every queued draw and the first sampled one must work; later ones may fail alone
+            if i <= n_q:
+                what = f"ENQUEUE entry {queued}" if queued is not None else "search space"
+                raise UserError(f"{study.path}: {what} fails ({type(e).__name__}: {e})") from None
+        if queued is not None and set(queued) - set(trial.params):
+            raise UserError(f"{study.path}: ENQUEUE entry {queued}: the search space has no parameter(s) "
+                            f"{', '.join(sorted(set(queued) - set(trial.params)))}")
+        probe.tell(trial, [0.0] * len(study.objectives))
+    for cfg in cfgs:
+        try:
+            methods.make_criterion(cfg, tasks)
+        except UserError as e:
+            raise UserError(f"{study.path}: search space: {e}") from None
+    for what, c in (("search space", cfgs[0]), ("PRETRAIN", study.pretrain)):
+        if c is not None:
+            try:
+                check_config(c, tasks)
+            except UserError as e:
+                raise UserError(f"{study.path}: {what}: {e}") from None

@@ -20,7 +20,7 @@ __all__ = ["LabelError", "MULTILABEL_SEP", "Task"]
 
 @dataclass(frozen=True)
 class Task:
-    """A task of a dataset. What its kind means lives in mtl/kinds/<kind>.py; `spec` is that kind."""
+    """A task of a dataset. What its kind means lives in mtl/kinds/<kind>.py; `kind_impl` is that kind's object."""
 
     name: str
     kind: str
@@ -32,7 +32,7 @@ class Task:
     title: str = ""  # how captions name the task (the dataset spec's word, e.g. "Main Colors")
 
     def __post_init__(self):
-        self.spec.validate(self)
+        self.kind_impl.validate(self)
         if len(set(self.classes)) != len(self.classes):
             raise LabelError(f"task '{self.name}': duplicate class names")
 
@@ -40,21 +40,22 @@ class Task:
         return dataclasses.replace(self, **changes)
 
     @property
-    def spec(self) -> kinds.Kind:
+    def kind_impl(self) -> kinds.Kind:
+        """The `Kind` that `kind` names (mtl/kinds/<kind>.py): encoding, head, loss, metrics, decoding."""
         return kinds.get(self.kind)
 
     # --- shape and metric -------------------------------------------------------------------
     @property
     def out_dim(self) -> int:
-        return self.spec.out_dim(self)
+        return self.kind_impl.out_dim(self)
 
     @property
     def primary_metric(self) -> str:
-        return self.spec.primary_metric
+        return self.kind_impl.primary_metric
 
     @property
     def direction(self) -> str:
-        return self.spec.direction
+        return self.kind_impl.direction
 
     @property
     def metric_key(self) -> str:
@@ -62,7 +63,7 @@ class Task:
 
     @property
     def score_scale(self) -> float:
-        return self.spec.score_scale(self)
+        return self.kind_impl.score_scale(self)
 
     def better(self, a: float, b: float) -> bool:
         """True when score a beats score b for this task (NaN never wins)."""
@@ -75,18 +76,18 @@ class Task:
     # --- labels -----------------------------------------------------------------------------
     def missing_target(self):
         """Placeholder target for a sample without this label (masked out of loss and metrics)."""
-        return self.spec.missing_target(self)
+        return self.kind_impl.missing_target(self)
 
     def encode(self, cell: str):
         """Manifest cell (non-empty string) -> target value; raises LabelError on a bad label."""
-        return self.spec.encode(self, cell)
+        return self.kind_impl.encode(self, cell)
 
     def target_dtype(self) -> torch.dtype:
-        return self.spec.target_dtype()
+        return self.kind_impl.target_dtype()
 
     def predict(self, output: torch.Tensor):
         """One sample's head output -> the prediction the metrics score (class, list of classes, or number)."""
-        return self.spec.decode(self, output)
+        return self.kind_impl.decode(self, output)
 
     @property
     def display_name(self) -> str:
@@ -98,7 +99,7 @@ class Task:
         d["classes"] = list(self.classes)
         if not d["title"]:
             d.pop("title")
-        if self.spec.has_classes:
+        if self.kind_impl.has_classes:
             d.pop("center"), d.pop("scale")
         return d
 

@@ -18,7 +18,7 @@ import urllib.parse
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import (
@@ -28,6 +28,7 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_SOURCE_NAME,
 )
 
+from mtl import kinds, methods, mlflow_adapter
 from mtl.errors import UserError
 
 # the UI opens an experiment of this kind on its runs ("Model training"), not on the GenAI views
@@ -81,21 +82,27 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
 
 
 def flatten_config(cfg) -> dict[str, str]:
-    """TrainConfig -> MLflow params: `head.dims`, `bn.momentum`, `loss_weight.<task>`, `dwa.temperature`, ..."""
+    """TrainConfig -> MLflow params: `head.dims`, `bn.momentum`, `loss_weight.<task>`, `dwa.temperature`,
+    `regression.loss`, ...: every method parameter and kind option it ran with, defaults included."""
     out = {}
     for k, v in cfg.to_dict().items():
         if k == "loss_weights":
             for task, w in sorted(v.items()):
                 out[f"loss_weight.{task}"] = f"{w:.6g}"
             continue
-        if k == "weighting_args":  # every parameter the method ran with (defaults too) as `<method>.<name>`
-            from mtl import methods
+        if k == "method_args":  # `<method>.<name>`; a per-task parameter `<method>.<name>.<task>`
             try:
-                v = {n: p.default for n, p in methods.get(cfg.weighting).params.items()} | v
+                v = methods.get(cfg.method).coerce_args(v)
             except UserError:  # an unknown method fails where the criterion is built, with its own line
                 pass
             for name, a in sorted(v.items()):
-                out[f"{cfg.weighting}.{name}"] = str(a)
+                for suffix, value in (sorted(a.items()) if isinstance(a, dict) else [("", a)]):
+                    out[f"{cfg.method}.{name}" + (f".{suffix}" if suffix else "")] = str(value)
+            continue
+        if k == "kind_options":  # `<kind>.<option>` for the kinds that declare options
+            for kind, spec in sorted(kinds.registry().items()):
+                for name, value in sorted(spec.resolve_options(v.get(kind)).items()):
+                    out[f"{kind}.{name}"] = str(value)
             continue
         if isinstance(v, list):
             v = ",".join(str(x) for x in v) or "none"
@@ -176,7 +183,7 @@ class RunLogger:
     def log_dataset(self, manifest, context: str = "training") -> None:
         """The manifest as an MLflow dataset input (name, source path and content digest)."""
         ds = mlflow.data.from_pandas(manifest.table, source=str(manifest.path), name=manifest.name)
-        inputs = [DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
+        inputs = [mlflow_adapter.dataset_input(ds, context)]
         try:
             self.client.log_inputs(self.run_id, inputs)
         except MlflowException:
@@ -247,26 +254,17 @@ class SystemMetrics:
                 self.monitor = None
 
     def finish(self) -> None:
-        m = self.monitor
-        if m is None or m._process is None:
-            return
-        m._shutdown_event.set()
-        m._process.join(timeout=10)  # a tracking server that went away must not hold the run's end
-        m._process = None
         try:
-            if any(getattr(mon, "_metrics", None) for mon in m.monitors):
-                m.publish_metrics(m.aggregate_metrics())
-            m.mlflow_logger.flush()
+            mlflow_adapter.stop_system_metrics(self.monitor)
         except Exception:
             pass  # system metrics never fail a run
 
 
 def replace_table(client: MlflowClient, run_id: str, df, artifact_file: str) -> None:
     """`log_table` appends to an existing table; a re-run replaces it instead."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     if any(a.path == artifact_file for a in client.list_artifacts(run_id, str(Path(artifact_file).parent))):
         try:
-            get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(artifact_file)
+            mlflow_adapter.delete_artifacts(client.get_run(run_id).info.artifact_uri, artifact_file)
         except Exception:
             pass  # a store that cannot delete: the table grows, as log_table makes it
     client.log_table(run_id, df, artifact_file)

@@ -5,21 +5,21 @@ from __future__ import annotations
 import json
 
 from mtl.__main__ import main
-from mtl.bench import TARGETS
+from mtl.benchmarks import TARGETS
 
 
 def test_bench_quick_json(fgo_small, isolated_stores, capsys):
-    tmp_path = isolated_stores  # the cwd: no default study has run here, so pruned_epoch_fraction is n/a
+    tmp_path = isolated_stores  # the cwd: no default study has run here, so early_stopped_epoch_fraction is n/a
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--image-size", "32", "--batch-size", "8", "--manifest", str(fgo_small),
                  "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     for key in TARGETS:
         assert key in res
-        if key not in ("amp_vs_fp32", "pruned_epoch_fraction"):
+        if key not in ("amp_vs_fp32", "early_stopped_epoch_fraction"):
             assert isinstance(res[key], float) and res[key] > 0 or key == "tracking_overhead_pct"
     assert res["amp_vs_fp32"] is None or isinstance(res["amp_vs_fp32"], float)
-    assert res["pruned_epoch_fraction"] is None
+    assert res["early_stopped_epoch_fraction"] is None
     assert all(isinstance(v, float) and v > 0 for v in res["raw"].values())
     assert {"epoch_loader_img_s", "decode_img_s"} <= set(res["raw_data"])
     assert "step_vs_bare" in capsys.readouterr().out

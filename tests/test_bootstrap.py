@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mtl.bootstrap import GroupBootstrap, Score, point, sample_stats, verdict
-from mtl.ensemble import choose, greedy_select
+from mtl.combine import choose, greedy_select
 from mtl.metrics import TaskMetrics, best_constant, constant_score
 from mtl.tasks import Task
 

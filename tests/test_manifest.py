@@ -199,7 +199,7 @@ def test_assign_splits_never_splits_a_group():
 
 def test_dataset_targets_masks_and_collate(fgo_small):
     m = load_manifest(fgo_small)
-    ds = MultiTaskDataset(m, "train", image_size=32, train=True)
+    ds = MultiTaskDataset(m, "train", image_size=32)
     x, targets, masks = ds[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     assert targets["colors"].shape == (8,) and targets["alignment"].dtype == torch.int64

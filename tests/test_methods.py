@@ -12,10 +12,12 @@ import torch
 
 from mtl import methods
 from mtl.__main__ import main
+from mtl.checkpoints import load_checkpoint
+from mtl.config import TrainConfig
 from mtl.errors import UserError
 from mtl.model import HydraNet
 from mtl.tasks import Task
-from mtl.train import TrainConfig, check_config, fit, load_checkpoint, shared_params
+from mtl.training import check_config, fit, shared_params
 
 TASKS = [Task("gender", "binary", ("F", "M")), Task("race", "multiclass", ("a", "b", "c")),
          Task("colors", "multilabel", ("r", "g", "b", "k")), Task("age", "regression", center=40.0, scale=20.0)]
@@ -25,7 +27,7 @@ TORCHJD = ["upgrad", "mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_
 
 def batch(n=12, missing=()):
     g = torch.Generator().manual_seed(1)
-    targets = {t.name: t.spec.random_targets(t, n, g) for t in TASKS}
+    targets = {t.name: t.kind_impl.random_targets(t, n, g) for t in TASKS}
     masks = {t.name: torch.rand(n, generator=g) > 0.2 for t in TASKS}
     for name in missing:
         masks[name] = torch.zeros(n, dtype=torch.bool)
@@ -59,7 +61,7 @@ def test_step_equals_torchjd_on_the_shared_features(name, aggregator, missing):
     from mtl.losses import task_losses
     x, targets, masks = batch(missing=missing)
     ours = model()
-    crit = methods.make_criterion(TrainConfig(weighting=name), TASKS, shared_params(ours))
+    crit = methods.make_criterion(TrainConfig(method=name), TASKS, shared_params(ours))
     crit.backward(ours.features(x), ours.heads_forward, targets, masks)
     got = grads(ours)
 
@@ -84,7 +86,7 @@ def test_step_equals_torchjd_on_the_shared_features(name, aggregator, missing):
 
     # the same step with the Jacobian w.r.t. the shared parameters equals torchjd's documented usage
     ours_p, ref_p = model(), model()
-    cfg = TrainConfig(weighting=name, jacobian_on="params")
+    cfg = TrainConfig(method=name, jacobian_on="params")
     crit = methods.make_criterion(cfg, TASKS, shared_params(ours_p))
     crit.backward(ours_p.features(x), ours_p.heads_forward, targets, masks)
     feats = ref_p.features(x)
@@ -101,7 +103,7 @@ def test_step_equals_torchjd_on_the_shared_features(name, aggregator, missing):
 def test_every_method_steps_and_reports_weights_and_cosines(name):
     x, targets, masks = batch(missing=("race",))
     net = model()
-    crit = methods.make_criterion(TrainConfig(weighting=name), TASKS, shared_params(net))
+    crit = methods.make_criterion(TrainConfig(method=name), TASKS, shared_params(net))
     opt = torch.optim.SGD(list(net.parameters()) + list(crit.parameters()), lr=1e-2)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     losses = crit.backward(net.features(x), net.heads_forward, targets, masks)
@@ -121,7 +123,7 @@ def test_every_method_steps_and_reports_weights_and_cosines(name):
 def test_uncertainty_parameter_of_an_unlabelled_task_does_not_move():
     x, targets, masks = batch()
     net = model()
-    crit = methods.make_criterion(TrainConfig(weighting="uncertainty"), TASKS)
+    crit = methods.make_criterion(TrainConfig(method="uncertainty"), TASKS)
     opt = torch.optim.AdamW([{"params": list(net.parameters())},
                              {"params": list(crit.parameters()), "weight_decay": 0.0}], lr=1e-2)
     for _ in range(2):  # give Adam momentum for every log-variance first
@@ -155,7 +157,7 @@ def test_dwa_ratio_is_one_for_an_epoch_without_labels():
 def test_checkpoints_hold_the_weighting_state_and_from_restores_it(weighting, key, utk_small, tmp_path):
     from mtl.data.manifest import load_manifest
     m = load_manifest(utk_small)
-    cfg = TrainConfig(image_size=32, epochs=3, batch_size=16, head_dims=[8], weighting=weighting)
+    cfg = TrainConfig(image_size=32, epochs=3, batch_size=16, head_dims=[8], method=weighting)
     res = fit(cfg, m, tmp_path / "a")
     fresh = fit(cfg.replace(epochs=1), m, None).history[0]
     ckpt = load_checkpoint(res.checkpoint_dir)
@@ -165,7 +167,7 @@ def test_checkpoints_hold_the_weighting_state_and_from_restores_it(weighting, ke
     else:
         assert float(ckpt["criterion"]["log_var.age"]) != 0.0  # learned
     # --from continues: epoch 1 of the resumed run applies the restored weights, not the initial ones
-    resumed = fit(cfg.replace(epochs=1), m, tmp_path / "b", init=ckpt)
+    resumed = fit(cfg.replace(epochs=1), m, tmp_path / "b", resume=ckpt)
     w_last = res.history[-1]
     if weighting == "dwa":
         h = ckpt["criterion"]["_extra_state"]["history"]
@@ -178,14 +180,14 @@ def test_checkpoints_hold_the_weighting_state_and_from_restores_it(weighting, ke
 
 
 @pytest.mark.parametrize("changes,expect", [
-    ({"weighting": "upgrad", "loss_weights": {"gender": 2.0}}, "loss_weights are for weighting=fixed"),
-    ({"weighting": "dwa", "weighting_args": {"temperature": 0.0}}, "temperature must be > 0"),
-    ({"weighting": "dwa", "weighting_args": {"temperature": -1.0}}, "temperature must be > 0"),
-    ({"weighting": "gradnorm"}, "unknown weighting 'gradnorm'"),
+    ({"method": "upgrad", "loss_weights": {"gender": 2.0}}, "loss_weights are for method=fixed"),
+    ({"method": "dwa", "method_args": {"temperature": 0.0}}, "temperature must be > 0"),
+    ({"method": "dwa", "method_args": {"temperature": -1.0}}, "temperature must be > 0"),
+    ({"method": "gradnorm"}, "unknown method 'gradnorm'"),
     ({"scheduler": "step"}, "unknown scheduler 'step'"),
-    ({"regression_loss": "huber"}, "unknown regression_loss 'huber'"),
-    ({"weighting": "cagrad", "weighting_args": {"alpha": 0.3}}, "has no parameter(s) alpha"),
-    ({"weighting": "upgrad", "jacobian_on": "weights"}, "jacobian_on='weights'"),
+    ({"kind_options": {"regression": {"loss": "huber"}}}, "loss='huber': expected one of l1, mse, smooth_l1"),
+    ({"method": "cagrad", "method_args": {"alpha": 0.3}}, "has no parameter(s) alpha"),
+    ({"method": "upgrad", "jacobian_on": "weights"}, "jacobian_on='weights'"),
 ])
 def test_bad_method_settings_are_one_line(changes, expect):
     with pytest.raises(UserError, match="^" + ".*" + expect.replace("(", r"\(").replace(")", r"\)")) as e:
@@ -194,7 +196,7 @@ def test_bad_method_settings_are_one_line(changes, expect):
 
 
 def test_cli_bad_weighting_is_one_line_before_training(fgo_small, isolated_stores, capsys):
-    rc = main(["train", "--manifest", str(fgo_small), "--set", "weighting=dwa", "--set", "weighting_args.temperature=0"])
+    rc = main(["train", "--manifest", str(fgo_small), "--set", "method=dwa", "--set", "method_args.temperature=0"])
     err = capsys.readouterr().err
     assert rc == 2 and "temperature must be > 0" in err and "Traceback" not in err
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
@@ -202,10 +204,10 @@ def test_cli_bad_weighting_is_one_line_before_training(fgo_small, isolated_store
 
 def test_cli_train_with_cagrad_logs_weights_cosines_and_its_parameters(fgo_small, isolated_stores, capsys):
     rc = main(["train", "--manifest", str(fgo_small), "--epochs", "2", "--set", "image_size=32",
-               "--set", "weighting=cagrad", "--set", "weighting_args.c=0.3"])
+               "--set", "method=cagrad", "--set", "method_args.c=0.3"])
     assert rc == 0, capsys.readouterr()
     run = mlflow.search_runs(experiment_names=["train"], output_format="list")[0]
-    assert run.data.params["weighting"] == "cagrad" and run.data.params["cagrad.c"] == "0.3"
+    assert run.data.params["method"] == "cagrad" and run.data.params["cagrad.c"] == "0.3"
     client = mlflow.MlflowClient()
     for key in ("weight/gender", "weight/colors", "grad/cosine", "grad/cosine/gender-vs-region"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
@@ -213,11 +215,11 @@ def test_cli_train_with_cagrad_logs_weights_cosines_and_its_parameters(fgo_small
 
 @pytest.mark.parametrize("method", TORCHJD)
 def test_cli_train_with_each_gradient_method(method, fgo_small, isolated_stores, capsys):
-    """`train --set weighting=<method>` for every torchjd method (over cached frozen-backbone features, so
+    """`train --set method=<method>` for every torchjd method (over cached frozen-backbone features, so
     each is a second or two): it trains, logs each task's weight and the task-gradient cosines, and logs
     every parameter the method ran with, defaults included."""
     rc = main(["train", "--manifest", str(fgo_small), "--epochs", "1", "--set", "image_size=32", "--set", "freeze=all",
-               "--set", "augment=false", "--set", "trunk_dims=16", "--set", f"weighting={method}"])
+               "--set", "augment=false", "--set", "trunk_dims=16", "--set", f"method={method}"])
     assert rc == 0, capsys.readouterr()
     run = mlflow.search_runs(experiment_names=["train"], output_format="list")[0]
     m = run.data.metrics
@@ -229,19 +231,19 @@ def test_cli_train_with_each_gradient_method(method, fgo_small, isolated_stores,
 METHOD_STUDY = '''
 """Tiny method study for tests."""
 from mtl import methods
-from mtl.train import TrainConfig
+from mtl.config import TrainConfig
 MANIFEST = "{manifest}"
 OBJECTIVES = ["gender", "region", "colors"]
 METHODS = ["fixed", "upgrad", "cagrad"]
 TRIALS = 3
 EPOCHS = 1
 SINGLE_TASK_BASELINES = True
-ENQUEUE = [{{"weighting": m}} for m in METHODS]
+ENQUEUE = [{{"method": m}} for m in METHODS]
 BASE = TrainConfig(image_size=32, batch_size=16, trunk_dims=[16])
 
 
 def search_space(trial, base):
-    return base.replace(**methods.suggest(trial, trial.suggest_categorical("weighting", METHODS), OBJECTIVES))
+    return base.replace(**methods.suggest(trial, trial.suggest_categorical("method", METHODS), OBJECTIVES))
 '''
 
 
@@ -254,7 +256,7 @@ def test_method_study_equal_budget_single_task_baselines_and_delta_m(isolated_st
     single = {r.data.tags["mtl.task"]: r for r in runs if r.data.tags.get("mtl.role") == "single-task"}
     trials = [r for r in runs if r.data.tags.get("mtl.role") == "trial"]
     assert set(single) == {"gender", "region", "colors"} and len(trials) == 3
-    assert sorted(r.data.params["weighting"] for r in trials) == ["cagrad", "fixed", "upgrad"]  # ENQUEUE: once each
+    assert sorted(r.data.params["method"] for r in trials) == ["cagrad", "fixed", "upgrad"]  # ENQUEUE: once each
     assert single["colors"].data.params["single_task"] == "colors"
     for r in trials:
         m = r.data.metrics
@@ -291,28 +293,28 @@ def test_a_study_with_a_bad_method_fails_before_any_trial(isolated_stores, fgo_s
     (exp / "meth.py").write_text(bad.format(manifest=fgo_small).replace("ENQUEUE = ", "_Q = "))
     assert main(["tune", "meth"]) == 2
     err = capsys.readouterr().err
-    assert "unknown weighting 'gradnorm'" in err and "meth.py" in err and "Traceback" not in err
+    assert "unknown method 'gradnorm'" in err and "meth.py" in err and "Traceback" not in err
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
 def test_switching_method_drops_the_old_methods_settings():
-    old = TrainConfig(weighting="dwa", weighting_args={"temperature": 3.0})
-    assert old.with_overrides(["weighting=upgrad"]).weighting_args == {}
+    old = TrainConfig(method="dwa", method_args={"temperature": 3.0})
+    assert old.with_overrides(["method=upgrad"]).method_args == {}
     fixed = TrainConfig(loss_weights={"gender": 2.0})
-    assert fixed.with_overrides(["weighting=cagrad"]).loss_weights == {}
-    new = old.with_overrides(["weighting=cagrad", "weighting_args.c=0.2"])
-    assert new.weighting_args == {"c": 0.2} and isinstance(new.weighting_args["c"], float)
-    assert old.with_overrides(["weighting_args.temperature=1.5"]).weighting_args == {"temperature": 1.5}
+    assert fixed.with_overrides(["method=cagrad"]).loss_weights == {}
+    new = old.with_overrides(["method=cagrad", "method_args.c=0.2"])
+    assert new.method_args == {"c": 0.2} and isinstance(new.method_args["c"], float)
+    assert old.with_overrides(["method_args.temperature=1.5"]).method_args == {"temperature": 1.5}
     with pytest.raises(UserError, match="must be > 0"):
-        old.with_overrides(["weighting_args.temperature=0"])
+        old.with_overrides(["method_args.temperature=0"])
 
 
 def test_pending_entries_requeue_failed_and_count_waiting():
     import optuna
 
-    from mtl.tune import pending_entries
+    from mtl.storage import pending_entries
     s = optuna.create_study()
-    entries = [{"weighting": "fixed", "repeat": 0}, {"weighting": "fixed", "repeat": 1}, {"weighting": "upgrad"}]
+    entries = [{"method": "fixed", "repeat": 0}, {"method": "fixed", "repeat": 1}, {"method": "upgrad"}]
     for e in entries:
         s.enqueue_trial(e)
     assert pending_entries(entries, s.get_trials()) == []  # all three are waiting
@@ -326,10 +328,10 @@ def test_pending_entries_requeue_failed_and_count_waiting():
 def test_a_bad_enqueue_entry_is_one_line(isolated_stores, fgo_small, capsys):
     exp = isolated_stores / "experiments"
     exp.mkdir()
-    for entries, needle in [('[{{"weighting": "upgrd"}}]', "ENQUEUE entry {'weighting': 'upgrd'}"),
+    for entries, needle in [('[{{"method": "upgrd"}}]', "ENQUEUE entry {'method': 'upgrd'}"),
                             ('[{{"weightng": "upgrad"}}]', "no parameter(s) weightng")]:
         (exp / "meth.py").write_text(METHOD_STUDY.replace(
-            'ENQUEUE = [{{"weighting": m}} for m in METHODS]', f"ENQUEUE = {entries}").format(manifest=fgo_small))
+            'ENQUEUE = [{{"method": m}} for m in METHODS]', f"ENQUEUE = {entries}").format(manifest=fgo_small))
         assert main(["tune", "meth"]) == 2
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err, err

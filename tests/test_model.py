@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 
+from mtl.config import TrainConfig
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.methods import make_criterion
 from mtl.metrics import TaskMetrics
 from mtl.model import HydraNet, freeze, freeze_all_but
 from mtl.tasks import Task
-from mtl.train import TrainConfig, fit
+from mtl.training import fit
 
 KINDS = [Task("gender", "binary", ("F", "M")), Task("race", "multiclass", ("a", "b", "c", "d", "e")),
          Task("colors", "multilabel", tuple("rgbkwpys")), Task("age", "regression", center=40.0, scale=20.0)]
@@ -123,9 +124,9 @@ def test_overfit_tiny_batch_mixed_kinds(n_tasks):
     model = HydraNet(tasks, "resnet18", head_dims=[64])
     x = torch.randn(16, 3, 16, 16)
     g = torch.Generator().manual_seed(0)
-    tgt = {t.name: t.spec.random_targets(t, 16, g) for t in tasks}
+    tgt = {t.name: t.kind_impl.random_targets(t, 16, g) for t in tasks}
     mask = {t.name: torch.ones(16, dtype=torch.bool) for t in tasks}
-    criterion = make_criterion(TrainConfig(weighting="uncertainty"), tasks)
+    criterion = make_criterion(TrainConfig(method="uncertainty"), tasks)
     opt = torch.optim.Adam(list(model.parameters()) + list(criterion.parameters()), lr=3e-3)
     for _ in range(100):
         model.train()
@@ -144,7 +145,7 @@ def test_overfit_tiny_batch_mixed_kinds(n_tasks):
 
 def test_fit_is_reproducible_and_checkpoints_per_task(fgo_small, tmp_path):
     m = load_manifest(fgo_small)
-    cfg = TrainConfig(image_size=32, epochs=2, batch_size=16, head_dims=[16], weighting="dwa")
+    cfg = TrainConfig(image_size=32, epochs=2, batch_size=16, head_dims=[16], method="dwa")
     a = fit(cfg, m, tmp_path / "a")
     b = fit(cfg, m, tmp_path / "b")
     assert a.history == b.history  # same seed, same metrics on CPU

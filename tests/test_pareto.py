@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from mtl.__main__ import main
-from mtl.ensemble import average, route
-from mtl.pareto import best_per_task, dominates, load_best, pareto_front
-from mtl.predict import caption
+from mtl.captions import caption
+from mtl.combine import average, route
+from mtl.front import best_per_task, dominates, pareto_front
+from mtl.registry import load_best
 from mtl.tasks import Task
 from tests.test_tune import STUDY
 
@@ -151,7 +152,7 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     ens = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
                              output_format="list")
     assert ens and "test/alignment/acc" in ens[0].data.metrics
-    from mtl.mlmodel import model_id_of
+    from mtl.registry import model_id_of
     first = client.get_logged_model(model_id_of(client.get_model_version_by_alias("tiny", "ensemble")))
     first_files = Path(first.artifact_location.removeprefix("file://"))
     assert (first_files / "MLmodel").is_file()
@@ -186,10 +187,10 @@ def test_best_models_load_and_predict_as_mlflow_pyfunc(tiny_study, monkeypatch):
     mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
     monkeypatch.chdir(tiny_study)
     assert main(["pareto", "tiny"]) == 0
+    from mtl.checkpoints import model_from_checkpoint
+    from mtl.commands.predict import run_models
     from mtl.data.manifest import load_manifest
-    from mtl.predict import run_models
     from mtl.studies import load_study
-    from mtl.train import model_from_checkpoint
     m = load_manifest(load_study("tiny").manifest)
     paths = [m.root / p for p in m.rows("test")["image"].iloc[:3]]
     for task in ("gender", "colors"):
@@ -200,7 +201,7 @@ def test_best_models_load_and_predict_as_mlflow_pyfunc(tiny_study, monkeypatch):
         empty = model.predict(pd.DataFrame({"image": pd.Series([], dtype=str)}))  # no rows, the same columns
         assert len(empty) == 0 and list(empty.columns) == list(got.columns)
         net, cfg, tasks = model_from_checkpoint(load_best("tiny", task))
-        ours = run_models({t.name: (net, cfg) for t in tasks}, tasks, paths)
+        ours = run_models({t.name: (net, cfg) for t in tasks}, paths)
         for i, out in enumerate(ours):
             assert got.loc[i, "gender"] == tasks[0].predict(out["gender"])
             assert got.loc[i, "colors"] == "|".join(m.task("colors").predict(out["colors"]))
@@ -215,7 +216,7 @@ def test_best_models_load_and_predict_as_mlflow_pyfunc(tiny_study, monkeypatch):
     # a registered best model is a warm start like a checkpoint
     assert main(["train", "--manifest", str(m.path), "--epochs", "1", "--set", "image_size=32", "--set",
                  "init=models:/tiny@best-gender", "--no-track", "--out", str(tiny_study / "ws")]) == 0
-    from mtl.train import load_checkpoint
+    from mtl.checkpoints import load_checkpoint
     ws = load_checkpoint(next((tiny_study / "ws").rglob("epoch-1.pt")))
     assert ws["config"]["init"] == f"models:/tiny/{mv.version}"  # the alias pinned to the version it named
     # stored whole: a registry version can be replaced and deleted, so none is a base to leave weights out against
@@ -332,7 +333,8 @@ def test_best_model_served_over_rest(tiny_study, monkeypatch):
 
 
 def test_prune_dominated_removes_only_checkpoint_files(isolated_stores, fgo_small):
-    from mtl.pareto import Member, prune_dominated
+    from mtl.registry import remove_dominated_checkpoints
+    from mtl.selection import Member
     (isolated_stores / "experiments").mkdir()
     (isolated_stores / "experiments" / "tiny.py").write_text(STUDY.format(manifest=fgo_small))
     assert main(["tune", "tiny", "--trials", "2"]) == 0
@@ -340,11 +342,11 @@ def test_prune_dominated_removes_only_checkpoint_files(isolated_stores, fgo_smal
     runs = sorted(mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'trial'",
                                      output_format="list"), key=lambda r: r.info.run_name)
     members = [Member(i, r.info.run_id, [0.0]) for i, r in enumerate(runs)]
-    n, freed = prune_dominated(client, members, front=members[:1])  # as if trial 1 were dominated
+    n, freed = remove_dominated_checkpoints(client, members, front=members[:1])  # as if trial 1 were dominated
     assert n == 1 and freed > 0
     kept = [a.path for a in client.list_artifacts(runs[0].info.run_id, "checkpoints")]
     gone = [a.path for a in client.list_artifacts(runs[1].info.run_id, "checkpoints")]
     assert any("epoch-" in f for f in kept) and not any("epoch-" in f for f in gone)
     assert {"checkpoints/index.json", "checkpoints/val_outputs.pt"} <= set(gone)
     assert client.get_run(runs[1].info.run_id).data.tags["checkpoints"].startswith("removed")
-    assert prune_dominated(client, members, front=members[:1]) == (0, 0)  # idempotent
+    assert remove_dominated_checkpoints(client, members, front=members[:1]) == (0, 0)  # idempotent

@@ -13,14 +13,17 @@ import torch
 import torchvision
 
 from mtl.__main__ import main
+from mtl.checkpoints import load_backbone
+from mtl.config import TrainConfig
 from mtl.data.batches import BatchAugment
 from mtl.data.manifest import load_manifest
+from mtl.early_stop import EarlyStop, should_stop
 from mtl.errors import UserError
-from mtl.pruning import EarlyStop, hypervolume, should_stop
-from mtl.studies import SAMPLERS, Study, make_storage
-from mtl.train import TrainConfig, build_model, fit
-from mtl.tune import make_sampler
-from mtl.warmstart import load_backbone
+from mtl.front import hypervolume
+from mtl.model import build_model
+from mtl.storage import make_sampler, make_storage
+from mtl.studies import SAMPLERS, Study
+from mtl.training import fit
 from tests.test_tune import STUDY
 
 DIRS = ["maximize", "maximize", "minimize"]
@@ -158,8 +161,8 @@ def search_space(trial, base):
     return base.replace(seed=100 - trial.number)
 
 
-def _unused(trial, base):''').replace("from mtl.train import TrainConfig",
-                                      "from mtl.pruning import EarlyStop\nfrom mtl.train import TrainConfig")
+def _unused(trial, base):''').replace("from mtl.config import TrainConfig",
+                                      "from mtl.early_stop import EarlyStop\nfrom mtl.config import TrainConfig")
 
 
 def test_dominated_trial_is_pruned_and_its_run_finished(isolated_stores, fgo_small):
@@ -173,16 +176,16 @@ def test_dominated_trial_is_pruned_and_its_run_finished(isolated_stores, fgo_sma
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["twins"], output_format="list")}
     assert runs["trial-1"].info.status == "FINISHED" and runs["trial-1"].data.tags["pruned"] == "true"
     assert runs["trial-0"].data.tags["pruned"] == "false"
-    from mtl.bench import pruned_epochs
-    res = pruned_epochs("twins")  # 2 + 2 epochs budgeted, 2 + 1 run
-    assert res["pruned_epoch_fraction"] == pytest.approx(0.25) and res["raw_pruning"]["pruned"] == 1
+    from mtl.benchmarks import early_stopped_epochs
+    res = early_stopped_epochs("twins")  # 2 + 2 epochs budgeted, 2 + 1 run
+    assert res["early_stopped_epoch_fraction"] == pytest.approx(0.25) and res["raw_early_stop"]["pruned"] == 1
 
 
 def test_warm_started_checkpoints_store_only_what_differs_from_the_base(tmp_path, fgo_small):
     """Frozen backbone weights equal to the warm-start base are not written again; loading puts them back
     and the restored model answers exactly as during training."""
-    from mtl.ensemble import predict_split
-    from mtl.train import load_checkpoint, model_from_checkpoint
+    from mtl.checkpoints import load_checkpoint, model_from_checkpoint
+    from mtl.inference import split_outputs
     m = load_manifest(fgo_small)
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "base.pth")
@@ -192,7 +195,7 @@ def test_warm_started_checkpoints_store_only_what_differs_from_the_base(tmp_path
     ckpt = load_checkpoint(tmp_path / "ck" / f"epoch-{res.best['gender']['epoch']}.pt")
     assert not any(k.startswith("backbone.") for k in ckpt["model"])
     assert (tmp_path / "ck" / "epoch-1.pt").stat().st_size < 2_000_000  # the backbone alone is ~45 MB
-    out = predict_split(ckpt, m, "val")
+    out = split_outputs(ckpt, m, "val")
     assert torch.allclose(out["gender"], res.val_outputs["gender"], atol=1e-5)
     model, _, _ = model_from_checkpoint(ckpt)
     assert torch.equal(model.backbone.conv1.weight, torch.load(tmp_path / "base.pth")["conv1.weight"])

@@ -12,7 +12,7 @@ from mtl.__main__ import main
 
 STUDY = '''
 """Tiny study for tests."""
-from mtl.train import TrainConfig
+from mtl.config import TrainConfig
 MANIFEST = "{manifest}"
 OBJECTIVES = ["gender", "region", "fighting_style", "alignment", "colors"]
 TRIALS = 2
@@ -121,8 +121,7 @@ def test_corrupt_image_rejected_before_any_trial(study_dir, tmp_path, capsys, fg
 
 def test_every_committed_study_loads_and_samples():
     from mtl.data.manifest import read_manifest
-    from mtl.studies import available_studies, load_study
-    from mtl.tune import check_search_space
+    from mtl.studies import available_studies, check_search_space, load_study
     names = available_studies()
     assert {"fgo_regularization", "utk_weighting", "fgo_rounds"} <= set(names)
     for n in names:

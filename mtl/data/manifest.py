@@ -79,7 +79,7 @@ class Manifest:
             cells = rows[t.name].tolist()
             mask = np.array([c.strip() != "" for c in cells], dtype=bool)
             values = [t.encode(c) if m else t.missing_target() for c, m in zip(cells, mask)]
-            targets[t.name] = np.asarray(values, dtype=t.spec.numpy_dtype)
+            targets[t.name] = np.asarray(values, dtype=t.kind_impl.numpy_dtype)
             masks[t.name] = mask
         return targets, masks
 
@@ -195,7 +195,7 @@ def read_manifest(path: str | Path) -> tuple[Manifest | None, list[str]]:
 
 def _fit_regression_scale(task: Task, table: pd.DataFrame) -> Task:
     """What the task's kind learns from the train split's labels (regression: center/scale, unless set)."""
-    return task.spec.fit(task, table.loc[table["split"] == "train", task.name].tolist())
+    return task.kind_impl.fit(task, table.loc[table["split"] == "train", task.name].tolist())
 
 
 def validate(m: Manifest, check_images: bool = True) -> list[str]:
@@ -313,6 +313,6 @@ def summary(m: Manifest) -> str:
         cells = t[task.name].str.strip()
         labelled = cells[cells != ""]
         head = f"  {task.name} ({task.kind}): {len(labelled)} labelled, {len(cells) - len(labelled)} missing"
-        head += "; " + task.spec.describe(task, labelled.tolist())
+        head += "; " + task.kind_impl.describe(task, labelled.tolist())
         lines.append(head)
     return "\n".join(lines)

@@ -255,7 +255,7 @@ def true_labels(m: Manifest) -> list[dict]:
         labels = {}
         for task in m.tasks:
             cell = row[task.name].strip() or per_group[row["group"]].get(task.name) or task.classes[0]
-            labels[task.name] = task.spec.cell_value(cell)
+            labels[task.name] = task.kind_impl.cell_value(cell)
         out.append(labels)
     return out
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from mtl.kinds.base import Kind, LabelError, register, registry
+from mtl.kinds.base import Kind, LabelError, register, registry, unregister
 
-__all__ = ["Kind", "LabelError", "get", "names", "register", "registry"]
+__all__ = ["Kind", "LabelError", "get", "names", "register", "registry", "unregister"]
 
 for _mod in pkgutil.iter_modules(__path__):
     if _mod.name != "base":

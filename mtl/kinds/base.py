@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mtl.params import Param, resolve
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,6 +25,11 @@ def register(kind: Kind) -> Kind:
     return kind
 
 
+def unregister(name: str) -> None:
+    """Remove a kind (a test's throwaway one)."""
+    _REGISTRY.pop(name, None)
+
+
 def registry() -> dict[str, Kind]:
     return dict(_REGISTRY)
 
@@ -36,6 +43,8 @@ class Kind:
     has_classes: bool = True
     min_classes: int = 2
     max_classes: int | None = None
+    # the kind's own settings (e.g. regression's `loss`), set with `--set kind_options.<kind>.<name>=<value>`
+    options: ClassVar[dict[str, Param]] = {}
 
     # --- the spec --------------------------------------------------------------------------------
     def validate(self, task: Task) -> None:
@@ -96,8 +105,12 @@ class Kind:
         return y
 
     # --- loss and metrics ------------------------------------------------------------------------
-    def loss(self, task: Task, output: torch.Tensor, target: torch.Tensor, options) -> torch.Tensor:
-        """Per-sample loss (B,); `options` is the training config (e.g. its regression_loss)."""
+    def resolve_options(self, values: dict | None) -> dict:
+        """The kind's options with defaults filled in; an unknown or bad one is one UserError line."""
+        return resolve(f"kind '{self.name}'", self.options, dict(values or {}))
+
+    def loss(self, task: Task, output: torch.Tensor, target: torch.Tensor, options: dict) -> torch.Tensor:
+        """Per-sample loss (B,); `options` are this kind's resolved options (`resolve_options`)."""
         raise NotImplementedError
 
     def metrics(self, task: Task) -> dict:
@@ -133,6 +146,10 @@ class Kind:
     def to_prob(self, output: torch.Tensor) -> torch.Tensor:
         """Head output -> what ensembles average (probabilities; values for regression)."""
         return output
+
+    def class_probs(self, task: Task, output: torch.Tensor) -> torch.Tensor:
+        """(N, number of classes): each class's probability (the served model's `<task>.<class>` columns)."""
+        return self.to_prob(output).reshape(len(output), len(task.classes))
 
     def from_prob(self, p: torch.Tensor) -> torch.Tensor:
         """Back to the head's output space, so metrics and captions treat ensembles like models."""

@@ -48,6 +48,11 @@ class Binary(Kind):
         import torch
         return torch.sigmoid(output)
 
+    def class_probs(self, task, output):
+        import torch
+        p = torch.sigmoid(output.reshape(-1))  # the head's one logit is the second class's
+        return torch.stack([1 - p, p], dim=1)
+
     def from_prob(self, p):
         import torch
         return torch.logit(p.clamp(1e-6, 1 - 1e-6))

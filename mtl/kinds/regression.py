@@ -1,12 +1,13 @@
 """regression: one number (age in years). The head predicts center + scale * z, starting at the train
-mean (z = 0), so loss and metric stay in the target's unit. Loss: the config's `regression_loss`
-(l1, mse, smooth_l1); metric: MAE (primary, lower is better)."""
+mean (z = 0), so loss and metric stay in the target's unit. Loss: the kind's option `loss` (l1, mse,
+smooth_l1; `--set kind_options.regression.loss=smooth_l1`); metric: MAE (primary, lower is better)."""
 
 from __future__ import annotations
 
 import math
 
 from mtl.kinds.base import Kind, LabelError, register
+from mtl.params import Param
 
 REGRESSION_LOSSES = ("l1", "mse", "smooth_l1")
 
@@ -17,6 +18,7 @@ class Regression(Kind):
     direction = "minimize"
     has_classes = False
     uncertainty_factor = 0.5
+    options = {"loss": Param("l1", choices=REGRESSION_LOSSES)}
 
     def fit(self, task, train_cells):
         """center/scale from the train split (mean, std) unless the spec sets them."""
@@ -68,8 +70,7 @@ class Regression(Kind):
 
     def loss(self, task, output, target, options):
         import torch.nn.functional as F
-        name = getattr(options, "regression_loss", "l1")
-        fn = {"l1": F.l1_loss, "mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss}[name]
+        fn = {"l1": F.l1_loss, "mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss}[options["loss"]]
         return fn(output.float(), target.float(), reduction="none")
 
     def metrics(self, task):

@@ -10,8 +10,10 @@ targets, masks) into per-task losses and performs the backward for its method. T
   Jacobian of the per-task losses with respect to the shared features.
 
 A new method is one module here that subclasses one of them and decorates it with `@register`,
-plus its test. `TrainConfig.weighting` names it; `TrainConfig.weighting_args` holds its parameters
-(`--set weighting_args.c=0.4`); `suggest()` gives a study its parameters' search space.
+plus its test. Its parameters are `Param`s (mtl/params.py) declared in its class (`per_task=True`: one
+value per task). `TrainConfig.method` names it; `TrainConfig.method_args` holds its parameters
+(`--set method_args.c=0.4`, a per-task one `--set method_args.<name>.<task>=<value>`); `suggest()`
+gives a study its parameters' search space.
 """
 
 from __future__ import annotations
@@ -19,10 +21,20 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from mtl.methods.base import Criterion, JacobianMethod, LossWeighting, Param, get, names, register
+from mtl.methods.base import (
+    Criterion,
+    DivergedError,
+    JacobianMethod,
+    LossWeighting,
+    get,
+    names,
+    register,
+    unregister,
+)
+from mtl.params import Param
 
-__all__ = ["Criterion", "JacobianMethod", "LossWeighting", "Param", "get", "make_criterion", "names",
-           "register", "suggest"]
+__all__ = ["Criterion", "DivergedError", "JacobianMethod", "LossWeighting", "Param", "get", "make_criterion", "names",
+           "register", "suggest", "unregister"]
 
 _FIRST = ["fixed", "uncertainty", "dwa", "jacobian"]  # the order `names()` lists them in
 for _name in _FIRST + sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _FIRST + ["base"]):
@@ -31,7 +43,7 @@ for _name in _FIRST + sorted(m.name for m in pkgutil.iter_modules(__path__) if m
 
 def make_criterion(cfg, tasks, shared_params=None) -> Criterion:
     """The configured method for these tasks; every bad setting is one UserError line."""
-    return get(cfg.weighting).from_config(cfg, tasks, shared_params)
+    return get(cfg.method).from_config(cfg, tasks, shared_params)
 
 
 def suggest(trial, method: str, task_names: list[str]) -> dict:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import math
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from mtl import kinds
 from mtl.errors import UserError
 from mtl.losses import task_losses
+from mtl.params import Param, resolve
 
 _REGISTRY: dict[str, type[Criterion]] = {}
 SCHEDULERS = ("cosine", "none")
@@ -22,57 +22,23 @@ def register(cls: type[Criterion]) -> type[Criterion]:
     return cls
 
 
+def unregister(name: str) -> None:
+    """Remove a method (a test's throwaway one)."""
+    _REGISTRY.pop(name, None)
+
+
 def names() -> list[str]:
     return list(_REGISTRY)
 
 
 def get(name: str) -> type[Criterion]:
     if name not in _REGISTRY:
-        raise UserError(f"unknown weighting '{name}' (methods: {', '.join(_REGISTRY)})")
+        raise UserError(f"unknown method '{name}' (methods: {', '.join(_REGISTRY)})")
     return _REGISTRY[name]
 
 
 class DivergedError(RuntimeError):
     """A non-finite training loss: the trial is failed, not silently continued."""
-
-
-@dataclass(frozen=True)
-class Param:
-    """A method parameter: its default, type, valid range and search space (`tune=False`: not searched)."""
-
-    default: float | int | str
-    low: float | None = None  # search space (and, with `positive`, the check)
-    high: float | None = None
-    log: bool = False
-    choices: tuple = ()
-    positive: bool = False
-    minimum: float | None = None
-    tune: bool = True
-
-    def coerce(self, method: str, key: str, value):
-        typ = type(self.default)
-        try:
-            v = typ(value) if not isinstance(value, bool) else None
-            if typ is int and isinstance(value, float) and value != int(value):
-                v = None
-        except (TypeError, ValueError):
-            v = None
-        if v is None or (typ is float and not math.isfinite(v)):
-            raise UserError(f"weighting '{method}': {key}={value!r} is not a {typ.__name__}")
-        if self.choices and v not in self.choices:
-            raise UserError(f"weighting '{method}': {key}={v!r}: expected one of {', '.join(map(str, self.choices))}")
-        if self.positive and v <= 0:
-            raise UserError(f"weighting '{method}': {key} must be > 0, got {v!r}")
-        if self.minimum is not None and v < self.minimum:
-            raise UserError(f"weighting '{method}': {key} must be >= {self.minimum}, got {v!r}")
-        return v
-
-    def suggest(self, trial, name: str):
-        if self.choices:
-            return trial.suggest_categorical(name, list(self.choices))
-        if isinstance(self.default, int):
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(name, self.low, self.high, log=self.log)
 
 
 class Criterion(nn.Module):
@@ -92,8 +58,8 @@ class Criterion(nn.Module):
         super().__init__()
         self.tasks = list(tasks)
         self.task_names = [t.name for t in tasks]
-        self.regression_loss = getattr(options, "regression_loss", "l1")
-        self.args = {k: p.default for k, p in self.params.items()} | self.coerce_args(args)
+        self.kind_options = dict(getattr(options, "kind_options", None) or {})
+        self.args = self.coerce_args(args, self.task_names)
         self._reset_stats()
 
     # --- construction from a config ---------------------------------------------------------
@@ -101,26 +67,35 @@ class Criterion(nn.Module):
     def from_config(cls, cfg, tasks, shared_params=None) -> Criterion:
         check_common(cfg, tasks)
         if cfg.loss_weights:
-            raise UserError(f"loss_weights are for weighting=fixed; weighting '{cls.name}' sets its own weights")
-        return cls(tasks, cfg, **dict(cfg.weighting_args))
+            raise UserError(f"loss_weights are for method=fixed; method '{cls.name}' sets its own weights")
+        return cls(tasks, cfg, **dict(cfg.method_args))
 
     @classmethod
-    def coerce_args(cls, args: dict) -> dict:
-        """`--set weighting_args.k=v` strings -> the parameters' types; unknown or bad ones: one line."""
-        unknown = set(args) - set(cls.params)
-        if unknown:
-            raise UserError(f"weighting '{cls.name}' has no parameter(s) {', '.join(sorted(unknown))} "
-                            f"(parameters: {', '.join(cls.params) or 'none'})")
-        return {k: cls.params[k].coerce(cls.name, k, v) for k, v in args.items()}
+    def coerce_args(cls, args: dict, task_names: list[str] | None = None) -> dict:
+        """`--set method_args.k=v` strings -> the parameters' types, defaults filled in; an unknown or bad
+        parameter, or a per-task value for a task the model does not have: one line."""
+        out = resolve(f"method '{cls.name}'", cls.params, args)
+        if task_names is not None:
+            for k, p in cls.params.items():
+                unknown = set(out[k]) - set(task_names) if p.per_task else set()
+                if unknown:
+                    raise UserError(f"method '{cls.name}': {k} for unknown task(s) {', '.join(sorted(unknown))}")
+        return out
 
     @classmethod
     def suggest(cls, trial, task_names: list[str]) -> dict:
-        args = {k: p.suggest(trial, f"{cls.name}.{k}") for k, p in cls.params.items() if p.tune}
-        return {"weighting": cls.name, "weighting_args": args, "loss_weights": {}}
+        """The config changes for this method with its tunable parameters drawn; a per-task parameter is
+        drawn once per task, named `<method>.<param>.<task>`."""
+        args = {k: p.suggest(trial, f"{cls.name}.{k}", task_names) for k, p in cls.params.items() if p.tune}
+        return {"method": cls.name, "method_args": args, "loss_weights": {}}
+
+    def task_arg(self, name: str, task: str):
+        """A per-task parameter's value for `task` (its default where the config names no value)."""
+        return self.args[name].get(task, self.params[name].default)
 
     # --- losses -----------------------------------------------------------------------------
     def losses(self, outputs: dict, targets: dict, masks: dict) -> dict[str, torch.Tensor]:
-        return task_losses(self.tasks, outputs, targets, masks, self.regression_loss)
+        return task_losses(self.tasks, outputs, targets, masks, self.kind_options)
 
     @staticmethod
     def present(masks: dict, names: list[str]) -> list[str]:
@@ -172,9 +147,12 @@ class Criterion(nn.Module):
 
 def check_common(cfg, tasks) -> None:
     """Settings every method shares: one line each, before any training."""
-    from mtl.kinds.regression import REGRESSION_LOSSES
-    if cfg.regression_loss not in REGRESSION_LOSSES:
-        raise UserError(f"unknown regression_loss '{cfg.regression_loss}' (one of {', '.join(REGRESSION_LOSSES)})")
+    for kind, options in (getattr(cfg, "kind_options", None) or {}).items():
+        try:
+            spec = kinds.get(kind)
+        except kinds.LabelError as e:
+            raise UserError(f"kind_options: {e}") from None
+        spec.resolve_options(options)
     if cfg.scheduler not in SCHEDULERS:
         raise UserError(f"unknown scheduler '{cfg.scheduler}' (one of {', '.join(SCHEDULERS)})")
     if getattr(cfg, "jacobian_on", "features") not in ("features", "params"):
@@ -257,8 +235,8 @@ class JacobianMethod(Criterion):
     def from_config(cls, cfg, tasks, shared_params=None):
         check_common(cfg, tasks)
         if cfg.loss_weights:
-            raise UserError(f"loss_weights are for weighting=fixed; weighting '{cls.name}' sets its own weights")
-        crit = cls(tasks, cfg, shared_params, **dict(cfg.weighting_args))
+            raise UserError(f"loss_weights are for method=fixed; method '{cls.name}' sets its own weights")
+        crit = cls(tasks, cfg, shared_params, **dict(cfg.method_args))
         crit.aggregator_for(tuple(crit.task_names))  # its optional dependencies, checked now
         return crit
 
@@ -273,7 +251,7 @@ class JacobianMethod(Criterion):
             try:
                 self._aggregators[present] = self.make_aggregator(len(present))
             except ImportError as e:
-                raise UserError(f"weighting '{self.name}' needs optional packages: {e}") from None
+                raise UserError(f"method '{self.name}' needs optional packages: {e}") from None
         return self._aggregators[present]
 
     def backward(self, features, heads, targets, masks):

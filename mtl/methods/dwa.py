@@ -12,7 +12,8 @@ import math
 
 import torch
 
-from mtl.methods.base import LossWeighting, Param, register
+from mtl.methods.base import LossWeighting, register
+from mtl.params import Param
 
 
 @register

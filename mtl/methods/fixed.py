@@ -13,10 +13,7 @@ class Fixed(LossWeighting):
 
     def __init__(self, tasks, options=None, loss_weights: dict | None = None, **args):
         super().__init__(tasks, options, **args)
-        weights = dict(loss_weights or {})
-        unknown = set(weights) - set(self.task_names)
-        if unknown:
-            raise UserError(f"loss weights for unknown task(s): {', '.join(sorted(unknown))}")
+        weights = dict(loss_weights or {})  # tasks the model lacks: check_common's one line, before any run
         bad = {k: v for k, v in weights.items() if not float(v) >= 0}
         if bad:
             raise UserError(f"loss weights must be >= 0: {bad}")
@@ -25,11 +22,11 @@ class Fixed(LossWeighting):
     @classmethod
     def from_config(cls, cfg, tasks, shared_params=None):
         check_common(cfg, tasks)
-        return cls(tasks, cfg, dict(cfg.loss_weights), **dict(cfg.weighting_args))
+        return cls(tasks, cfg, dict(cfg.loss_weights), **dict(cfg.method_args))
 
     @classmethod
     def suggest(cls, trial, task_names):
-        return {"weighting": cls.name, "weighting_args": {},
+        return {"method": cls.name, "method_args": {},
                 "loss_weights": {t: trial.suggest_float(f"loss_weight.{t}", 0.03, 3.0, log=True) for t in task_names}}
 
     def weights(self):

@@ -1,11 +1,12 @@
 """Gradient methods from torchjd (`torchjd.aggregation`), each applied as a `JacobianMethod` (base.py)
 to the Jacobian of the per-task losses. One class per method, citing its paper; parameters are
-settable with `--set weighting_args.<name>=<value>` and searched by `suggest()` in studies; they are
+settable with `--set method_args.<name>=<value>` and searched by `suggest()` in studies; they are
 passed to the aggregator `torchjd.aggregation.<aggregator>` by name."""
 
 from __future__ import annotations
 
-from mtl.methods.base import JacobianMethod, Param, register
+from mtl.methods.base import JacobianMethod, register
+from mtl.params import Param
 
 
 @register

@@ -16,7 +16,8 @@ import math
 import torch
 from torch import nn
 
-from mtl.methods.base import LossWeighting, Param, register
+from mtl.methods.base import LossWeighting, register
+from mtl.params import Param
 
 
 @register
@@ -27,7 +28,7 @@ class Uncertainty(LossWeighting):
 
     def __init__(self, tasks, options=None, **args):
         super().__init__(tasks, options, **args)
-        self.factor = {t.name: t.spec.uncertainty_factor for t in tasks}  # 0.5 regression, 1 classification
+        self.factor = {t.name: t.kind_impl.uncertainty_factor for t in tasks}  # 0.5 regression, 1 classification
         self.log_var = nn.ParameterDict({k: nn.Parameter(torch.tensor(float(self.args["init_log_var"])))
                                          for k in self.task_names})
 

@@ -1,4 +1,4 @@
-"""Multi-objective early stopping across trials, and the hypervolume of a study's val front.
+"""Multi-objective early stopping across trials (not Optuna's pruning, which cannot stop a multi-objective trial).
 
 Optuna cannot prune a multi-objective trial (`Trial.report` raises with several objectives; optuna
 #3450). Here a trial is stopped at epoch e when at least `k` completed trials were already better
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import numpy as np
 
 CURVE_ATTR = "val_curve"
 
@@ -63,21 +61,3 @@ def should_stop(epoch: int, curve: list[list[float]], completed: list[list[list[
         if len(theirs) >= epoch and dominates_by(theirs[epoch - 1], mine, directions, margins):
             count += 1
     return count >= rule.k
-
-
-def hypervolume(values: list[list[float]], directions: list[str], reference: list[float],
-                scales: list[float] | None = None) -> float:
-    """Hypervolume of the points' front above the reference point (the best constant predictor per task),
-    each axis divided by its scale (1 for scores in [0, 1]; the task's scale for MAE)."""
-    from optuna._hypervolume import compute_hypervolume  # exact (WFG); Optuna has no public alias
-    if not values:
-        return 0.0
-    sign = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
-    s = np.array(scales or [1.0] * len(directions))
-    loss = np.asarray(values, dtype=float) * sign / s
-    ref = np.asarray(reference, dtype=float) * sign / s
-    loss = loss[np.isfinite(loss).all(1)]
-    loss = np.minimum(loss, ref)  # a point worse than the reference on one axis adds no volume
-    if len(loss) == 0:
-        return 0.0
-    return float(compute_hypervolume(loss, ref))

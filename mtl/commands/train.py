@@ -1,4 +1,5 @@
-"""`python -m mtl train`: one training run, logged to MLflow experiment `train` with the studies' keys."""
+"""`python -m mtl train`: one training run, logged to MLflow experiment `train` (per-epoch `val/<task>/<metric>`
+as in studies; the best val score per task as `best_val/<task>/<metric>` with its interval, as trials log it)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import math
 import time
 from pathlib import Path
 
+from mtl import tracking
+from mtl.bootstrap import split_intervals
+from mtl.checkpoints import load_checkpoint, model_from_checkpoint
+from mtl.config import TrainConfig
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.metrics import constant_score
-from mtl.train import TrainConfig, check_config, fit, load_checkpoint, model_from_checkpoint
+from mtl.training import check_config, fit
 
 
 def baselines(manifest) -> dict[str, float]:
@@ -20,7 +25,6 @@ def baselines(manifest) -> dict[str, float]:
 
 def result_table(manifest, result, base: dict) -> str:
     """Per task: the best constant's val score, ours at its best epoch with a 95 % group-bootstrap interval."""
-    from mtl.bootstrap import split_intervals
     ci = split_intervals(manifest.tasks, result.val_outputs, manifest, "val")
     lines = [f"{'task':<16}{'metric':<8}{'constant':>10}{'ours [95 % interval]':>26}{'epoch':>7}"]
     for t in manifest.tasks:
@@ -30,23 +34,23 @@ def result_table(manifest, result, base: dict) -> str:
     return "\n".join(lines)
 
 
-def run_train(args) -> int:
+def main(args) -> int:
     manifest = load_manifest(args.manifest, check_images=True)
-    init = load_checkpoint(args.init) if args.init else None
-    if init:
-        _, init_cfg, init_tasks = model_from_checkpoint(init)  # a checkpoint that does not fit: one line, now
-    if args.finetune and not init:
+    resume = load_checkpoint(args.resume_from) if args.resume_from else None
+    if resume:
+        _, resume_cfg, resume_tasks = model_from_checkpoint(resume)  # a checkpoint that does not fit: one line, now
+    if args.finetune and not resume:
         raise UserError("--finetune needs --from CKPT (the model whose other heads stay frozen)")
-    cfg = init_cfg if init else TrainConfig()
+    cfg = resume_cfg if resume else TrainConfig()
     cfg = cfg.with_overrides(args.overrides)
     if args.epochs is not None:
         if args.epochs < 1:
             raise UserError(f"--epochs {args.epochs}: must be at least 1")
         cfg = cfg.replace(epochs=args.epochs)
-    if init:
-        known = {t.name for t in init_tasks}
+    if resume:
+        known = {t.name for t in resume_tasks}
         if known != {t.name for t in manifest.tasks}:
-            raise UserError(f"{args.init}: its tasks {sorted(known)} differ from {manifest.path}'s")
+            raise UserError(f"{args.resume_from}: its tasks {sorted(known)} differ from {manifest.path}'s")
     check_config(cfg, manifest.tasks)  # backbone, warm start, freeze and method: one line before any run
 
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
@@ -57,22 +61,24 @@ def run_train(args) -> int:
         print(f"epoch {epoch}/{cfg.epochs}  {time.perf_counter() - t0:6.1f}s  {scores}", flush=True)
 
     if args.no_track:
-        result = fit(cfg, manifest, out, on_epoch=progress, init=init, finetune=args.finetune)
+        result = fit(cfg, manifest, out, on_epoch=progress, resume=resume, finetune=args.finetune)
     else:
-        from mtl import tracking
         client = tracking.get_client()
         exp = tracking.ensure_experiment(client, "train")
         with tracking.RunLogger(client, exp, f"train-{manifest.name}") as run:
             run.log_params({**tracking.flatten_config(cfg), "manifest": str(manifest.path),
-                            "finetune": args.finetune or "", "from": args.init or ""})
+                            "finetune": args.finetune or "", "from": args.resume_from or ""})
             run.log_dataset(manifest)
 
             def on_epoch(epoch, row):
                 run.log_epoch(epoch, row)
                 progress(epoch, row)
 
-            result = fit(cfg, manifest, out, on_epoch=on_epoch, init=init, finetune=args.finetune)
-            run.log_metrics({f"best/{k}/{manifest.task(k).primary_metric}": v["score"] for k, v in result.best.items()})
+            result = fit(cfg, manifest, out, on_epoch=on_epoch, resume=resume, finetune=args.finetune)
+            ci = split_intervals(manifest.tasks, result.val_outputs, manifest, "val")
+            run.log_metrics({f"best_val/{manifest.task(k).metric_key}": v["score"] for k, v in result.best.items()}
+                            | {f"best_val/{manifest.task(k).metric_key}_{e}": getattr(s, e) for k, s in ci.items()
+                               for e in ("lo", "hi")})
             run.log_artifacts(result.checkpoint_dir, "checkpoints")
         print(f"MLflow run {run.run_id} (experiment 'train', {tracking.redact(tracking.tracking_uri())})")
     print(result_table(manifest, result, baselines(manifest)))

@@ -4,7 +4,7 @@
 column (image paths) and returns one row per image: each task's prediction (`<task>`: a class, the labels
 of a multilabel task over its threshold joined by `|` as in the manifests, or a number) and its probabilities
 (`<task>.<class>`). `mlflow models serve -m models:/<study>@best-<task> --env-manager local` answers the
-same over REST. The preprocessing is the repo's own (`mtl.predict`), so labels equal `make predict`'s.
+same over REST. Images go through mtl/inference.py, so labels equal `make predict`'s.
 
 A model holds its members' checkpoints and, once, the warm-start backbone they were stored against
 (checkpoints of a frozen pretrained backbone keep only what differs from it), so it loads with no
@@ -15,32 +15,27 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-SPEC = "spec"
+from mtl.checkpoints import MODEL_SPEC, backbone_state, load_checkpoint, model_from_checkpoint
+from mtl.combine import average
+from mtl.errors import UserError
+from mtl.inference import image_outputs
+from mtl.tasks import Task
 
-
-def member_outputs(model, cfg, paths: list[Path], batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """One model's head outputs on images (decoded and normalised as every mtl prediction is), in batches."""
-    from mtl.data.dataset import build_transform, decode
-    tf = build_transform(train=False, augment=False)
-    outs: dict[str, list] = {}
-    with torch.no_grad():
-        for i in range(0, len(paths), batch_size):
-            for k, v in model(torch.stack([tf(decode(p, cfg.image_size)) for p in paths[i:i + batch_size]])).items():
-                outs.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in outs.items()}
+SPEC = "spec"  # the pyfunc artifact holding MODEL_SPEC
 
 
 def combine_outputs(tasks, outputs: dict[str, dict], combine: dict[str, dict[str, float]]) -> dict[str, torch.Tensor]:
     """Per task: one member's output, or the weighted average of several members' probabilities."""
-    from mtl.ensemble import average
     out = {}
     for t in tasks:
         w = combine[t.name]
@@ -54,15 +49,12 @@ def frame(tasks, outputs: dict[str, torch.Tensor]) -> pd.DataFrame:
     n = len(next(iter(outputs.values())))
     rows = [{} for _ in range(n)]
     for t in tasks:
-        probs = t.spec.to_prob(outputs[t.name].float())
+        probs = t.kind_impl.class_probs(t, outputs[t.name].float()) if t.classes else None
         for i in range(n):
-            rows[i][t.name] = t.spec.to_cell(t.predict(outputs[t.name][i]))
-            if not t.classes:
+            rows[i][t.name] = t.kind_impl.to_cell(t.predict(outputs[t.name][i]))
+            if probs is None:
                 continue
-            p = probs[i].reshape(-1)
-            if len(p) == 1:  # binary: the probability of the second class
-                p = torch.stack([1 - p[0], p[0]])
-            for c, v in zip(t.classes, p.tolist()):
+            for c, v in zip(t.classes, probs[i].tolist()):
                 rows[i][f"{t.name}.{c}"] = float(v)
     columns = [c for t in tasks for c in [t.name, *(f"{t.name}.{k}" for k in t.classes)]]
     return pd.DataFrame(rows, columns=columns)  # the signature's columns even for an empty input
@@ -72,8 +64,6 @@ class HydraNetModel(mlflow.pyfunc.PythonModel):
     """The pyfunc flavour: members (checkpoints), how each task combines them, the task spec."""
 
     def load_context(self, context):
-        from mtl.tasks import Task
-        from mtl.train import load_checkpoint, model_from_checkpoint
         spec = json.loads(Path(context.artifacts[SPEC]).read_text())
         self.tasks = [Task.from_dict(t) for t in spec["tasks"]]
         self.combine = spec["combine"]
@@ -94,9 +84,8 @@ class HydraNetModel(mlflow.pyfunc.PythonModel):
             raise MlflowException(f"image not found: {missing[0]}", INVALID_PARAMETER_VALUE)
         if not paths:
             return frame(self.tasks, {t.name: torch.zeros(0) for t in self.tasks})
-        from mtl.errors import UserError
         try:
-            outputs = {name: member_outputs(model, cfg, paths) for name, (model, cfg) in self.members.items()}
+            outputs = {name: image_outputs(model, cfg.image_size, paths) for name, (model, cfg) in self.members.items()}
         except (UserError, OSError, ValueError) as e:  # an unreadable image: the caller's input, not a crash
             raise MlflowException(f"cannot read an input image: {e}", INVALID_PARAMETER_VALUE) from None
         return frame(self.tasks, combine_outputs(self.tasks, outputs, self.combine))
@@ -105,8 +94,6 @@ class HydraNetModel(mlflow.pyfunc.PythonModel):
 def package(tmp: Path, members: dict[str, dict], tasks, combine: dict) -> dict[str, str]:
     """Write the members' checkpoints, their warm-start bases (each distinct one once) and the spec into
     `tmp`; returns the pyfunc `artifacts` mapping."""
-    from mtl.errors import UserError
-    from mtl.warmstart import backbone_state
     artifacts, bases, spec_members = {}, {}, {}
     for name, ckpt in members.items():
         init = (ckpt.get("config") or {}).get("init")
@@ -129,8 +116,8 @@ def package(tmp: Path, members: dict[str, dict], tasks, combine: dict) -> dict[s
         artifacts[name] = str(tmp / f"{name}.pt")
         spec_members[name] = entry
     spec = {"tasks": [t.to_dict() for t in tasks], "members": spec_members, "combine": combine}
-    (tmp / "spec.json").write_text(json.dumps(spec, indent=2))
-    artifacts[SPEC] = str(tmp / "spec.json")
+    (tmp / MODEL_SPEC).write_text(json.dumps(spec, indent=2))
+    artifacts[SPEC] = str(tmp / MODEL_SPEC)
     return artifacts
 
 
@@ -146,9 +133,6 @@ def log_model(run_id: str, name: str, members: dict[str, dict], tasks, combine: 
     """Log a logged model (pyfunc) on the finished run `run_id` with its signature, task spec and an input
     example; link `metrics` (name -> (value, step): val scores at their epochs) and `dataset` to it. The
     run's status and end time are put back as they were. Returns the ModelInfo."""
-    import warnings
-
-    from mlflow.models import infer_signature
     client = mlflow.MlflowClient()
     before = client.get_run(run_id).info
     with tempfile.TemporaryDirectory(prefix="mtl-model-") as tmp:
@@ -171,55 +155,3 @@ def log_model(run_id: str, name: str, members: dict[str, dict], tasks, combine: 
             if before.status in ("FINISHED", "FAILED", "KILLED"):
                 client.set_terminated(run_id, before.status, end_time=before.end_time)
     return info
-
-
-def checkpoint_from_model(local: Path, member: str = "m0") -> dict:
-    """The checkpoint dict of one member of a downloaded mtl model (a `models:/` folder), its warm-start
-    backbone taken from the model's own copy."""
-    from mtl.errors import UserError
-    from mtl.train import load_checkpoint
-    root = local / "artifacts"
-    try:
-        spec = json.loads((root / "spec.json").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{local}: not an mtl model (no artifacts/spec.json)") from None
-    if member not in spec["members"]:
-        raise UserError(f"{local}: an mtl model of {len(spec['members'])} members (an ensemble), not one checkpoint")
-    ckpt = load_checkpoint(root / f"{member}.pt")
-    base = spec["members"][member].get("base")
-    if base:
-        ckpt["config"] = {**ckpt["config"], "init": str(root / f"{base}.pt")}
-    return ckpt
-
-
-def retire_unaliased(client, name: str) -> int:
-    """Delete the versions of registered model `name` that no alias points to any more (a task's best
-    moved, an ensemble was chosen again), with their logged models and those models' files: the
-    registry keeps what its aliases name, and each replaced model stops costing its checkpoints and
-    base backbone. Returns how many versions went."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-    kept = {str(v) for v in client.get_registered_model(name).aliases.values()}
-    gone = 0
-    for mv in client.search_model_versions(f"name = '{name}'"):
-        if str(mv.version) in kept:
-            continue
-        client.delete_model_version(name, mv.version)
-        gone += 1
-        model_id = model_id_of(mv)
-        if not model_id:
-            continue
-        try:
-            model = client.get_logged_model(model_id)
-            client.delete_logged_model(model_id)
-            get_artifact_repository(model.artifact_location).delete_artifacts()
-        except Exception:  # a store that cannot delete files: the registry is clean, the files stay
-            pass
-    return gone
-
-
-def model_id_of(mv) -> str | None:
-    """The logged model behind a registry version (some stores leave `model_id` empty: its source names it)."""
-    if getattr(mv, "model_id", None):
-        return mv.model_id
-    source = mv.source or ""
-    return source[len("models:/"):] if source.startswith("models:/m-") else None

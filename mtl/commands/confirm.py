@@ -1,8 +1,8 @@
-"""Seed repeats: `python -m mtl confirm <study> [--seeds 3]` (`make confirm STUDY=s SEEDS=3`).
+"""`python -m mtl confirm <study> [--seeds 3]` (`make confirm STUDY=s SEEDS=3`): seed repeats.
 
 A trial's val score is one draw: another seed (initialisation, batch order, augmentation) gives
 another. This re-trains each task's best configuration (the distinct trials `make pareto` would pick)
-and, where the study file `fgo_rounds` describes the same manifest, the hand-tuned rounds, with new
+and, where the study's COMPARE_WITH study describes the same manifest, its hand-tuned rounds, with new
 seeds; logs each run in the study's experiment (role `confirm`, under the parent run); and reports
 mean ± sd over seeds of every task's best val score and of the test score of that task's best-epoch
 checkpoint. A win that is seed luck shows up as overlapping spreads. Finished runs are reused, so an
@@ -11,8 +11,6 @@ interrupted `confirm` resumes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -21,12 +19,15 @@ import optuna
 
 from mtl import tracking
 from mtl.bootstrap import point, sample_stats
+from mtl.checkpoints import load_checkpoint
+from mtl.config import TrainConfig
 from mtl.data.manifest import load_manifest
-from mtl.ensemble import BASELINE_STUDY, predict_split
 from mtl.errors import UserError
-from mtl.studies import ROLE_TAG, STUDY_TAG, load_study, trial_config
-from mtl.train import TrainConfig, fit, load_checkpoint
-from mtl.tune import ensure_pretrain
+from mtl.inference import split_outputs
+from mtl.runs import ensure_pretrain, find_or_train, find_parent, run_key
+from mtl.selection import select
+from mtl.studies import STUDY_TAG, load_study, trial_config
+from mtl.training import fit
 
 SEED_BASE = 10_000  # trials ran with seeds 0, 1, 2, ... (base + trial number): these are new
 
@@ -54,27 +55,20 @@ def configs_to_confirm(study, s, best: dict, epochs: int, warm_start) -> list[tu
 
 
 def _rounds_study(study):
-    if not (Path("experiments") / f"{BASELINE_STUDY}.py").is_file():
+    if not study.compare_with:
         return None
-    rounds = load_study(BASELINE_STUDY)
+    rounds = load_study(study.compare_with)
     same = Path(rounds.manifest).resolve() == Path(study.manifest).resolve()
     return rounds if same and rounds.configs else None
 
 
 def run_one(client, exp_id: str, parent: str | None, study, manifest, tasks, label: str, cfg: TrainConfig,
             seed: int) -> dict[str, float]:
-    """One seed of one config: val best per task and the test score of that task's best-epoch checkpoint."""
-    name = f"confirm-{label}-seed{seed}"
+    """One seed of one config: val best per task and the test score of that task's best-epoch checkpoint.
+    A finished run of the same config and seed is reused (an interrupted confirm resumes)."""
     cfg = cfg.replace(seed=seed)
-    digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-    done = client.search_runs([exp_id], f"tags.`{ROLE_TAG}` = 'confirm' and attributes.run_name = '{name}' "
-                                        f"and tags.`mtl.config_digest` = '{digest}' and attributes.status = 'FINISHED'",
-                              max_results=1)
-    if done:  # the same config and seed finished before: reuse it (an interrupted confirm resumes)
-        return done[0].data.metrics
-    tags = {STUDY_TAG: study.name, ROLE_TAG: "confirm", "mtl.confirm_of": label, "seed": seed,
-            "mtl.config_digest": digest}
-    with tracking.RunLogger(client, exp_id, name, parent, tags) as run:
+
+    def train(run):
         run.log_params({**tracking.flatten_config(cfg), "manifest": study.manifest, "confirm_of": label})
         with tempfile.TemporaryDirectory(prefix="mtl-confirm-") as tmp:
             result = fit(cfg, manifest, Path(tmp) / "checkpoints", on_epoch=run.log_epoch)
@@ -84,12 +78,16 @@ def run_one(client, exp_id: str, parent: str | None, study, manifest, tasks, lab
             for t in tasks:
                 epoch = result.best[t.name]["epoch"]
                 if epoch not in outputs:
-                    ckpt = load_checkpoint(result.checkpoint_dir / f"epoch-{epoch}.pt")
-                    outputs[epoch] = predict_split(ckpt, manifest, "test")
+                    outputs[epoch] = split_outputs(load_checkpoint(result.checkpoint_dir / f"epoch-{epoch}.pt"),
+                                                   manifest, "test")
                 stats = sample_stats(t, outputs[epoch][t.name], test_t[t.name], test_m[t.name])
                 metrics[f"test/{t.metric_key}"] = point(t, stats)
         run.log_metrics(metrics)
-    return metrics
+
+    tags = {STUDY_TAG: study.name, "mtl.confirm_of": label, "seed": seed}
+    run = find_or_train(client, "confirm", run_key({"label": label, "cfg": cfg.to_dict()}), exp_id,
+                        f"confirm-{label}-seed{seed}", parent, tags, train, anywhere=False)
+    return run.data.metrics
 
 
 def mean_sd(values: list[float]) -> str:
@@ -98,7 +96,6 @@ def mean_sd(values: list[float]) -> str:
 
 
 def main(args) -> int:
-    from mtl.pareto import find_parent, select
     if args.seeds < 1:
         raise UserError(f"SEEDS={args.seeds}: must be a positive integer")
     study, s, _, best, _ = select(args.study, args.storage)

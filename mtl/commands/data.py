@@ -1,31 +1,16 @@
-"""`python -m mtl check` and `python -m mtl data ...`: validation, rendering, importers (no torch needed)."""
+"""`python -m mtl data ...`: render the demo sets, import real FGO or UTKFace data, regenerate the committed
+demo manifests. Needs no torch."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 from mtl.errors import UserError
 
 
-def check(args) -> int:
-    from mtl.data.manifest import format_problems, read_manifest, summary, validate
-    m, problems = read_manifest(args.manifest)
-    if m is not None:
-        problems += validate(m, check_images=not args.no_images)
-        for w in m.warnings:
-            print(w, file=sys.stderr)
-    if problems:
-        print(format_problems(problems), file=sys.stderr)
-        print(f"{args.manifest}: {len(problems)} problem(s)", file=sys.stderr)
-        return 1
-    print(summary(m))
-    return 0
-
-
-def data(args) -> int:
+def main(args) -> int:
     from mtl.data import importers, render
     from mtl.data.manifest import load_manifest
     if args.data_cmd == "render":

@@ -1,4 +1,4 @@
-"""Performance ratios measured in one process on the same synthetic batch: `python -m mtl bench`.
+"""Performance ratios measured in one process on the same synthetic batch (`python -m mtl bench` writes them).
 
 Every figure is a ratio of medians of repeated timings after warm-up, so it says how close our
 training step is to what this machine can do, not how fast the machine is. Written to
@@ -7,26 +7,34 @@ training step is to what this machine can do, not how fast the machine is. Writt
 
 from __future__ import annotations
 
-import json
-import math
 import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import optuna
 import torch
 import torch.nn.functional as F
+from optuna.trial import TrialState
 from torch.utils.data import DataLoader
 
+from mtl import tracking
+from mtl.config import TrainConfig
+from mtl.data.batches import BatchAugment, TensorBatches
+from mtl.data.dataset import MultiTaskDataset, cached_images
+from mtl.data.manifest import load_manifest
 from mtl.data.render import FGO_TASKS
+from mtl.early_stop import CURVE_ATTR
 from mtl.losses import task_losses
 from mtl.methods import make_criterion
 from mtl.model import HydraNet, make_backbone
+from mtl.storage import default_storage, make_storage
 from mtl.tasks import Task
+from mtl.training import fit, shared_params, to_device
 
-TARGETS = {"step_vs_bare": ">= 0.90", "shared_vs_seed002": ">= 2.8", "epoch_vs_step": ">= 0.95",
-           "frozen_prefix_vs_full": ">= 5", "pruned_epoch_fraction": "report (default study)",
+TARGETS = {"step_vs_bare": ">= 0.90", "shared_vs_per_head_backbone": ">= 2.8", "epoch_vs_step": ">= 0.95",
+           "frozen_prefix_vs_full": ">= 5", "early_stopped_epoch_fraction": "report (default study)",
            "cached_vs_decode": "report", "heads_8_vs_1": "<= 1.10", "tracking_overhead_pct": "<= 2",
            "jacobian_step_vs_fixed": "report (aim <= 1.5)",
            "gflops_vs_matmul": "report", "amp_vs_fp32": "report (CUDA only)"}
@@ -52,14 +60,13 @@ def fgo_tasks() -> list[Task]:
 
 def random_targets(tasks, b, device, missing=0.1):
     g = torch.Generator().manual_seed(0)
-    tg = {t.name: t.spec.random_targets(t, b, g) for t in tasks}
+    tg = {t.name: t.kind_impl.random_targets(t, b, g) for t in tasks}
     mk = {t.name: torch.rand(b, generator=g) > missing for t in tasks}
     return {k: v.to(device) for k, v in tg.items()}, {k: v.to(device) for k, v in mk.items()}
 
 
 def criterion(name: str, tasks, device, model=None):
-    from mtl.train import TrainConfig, shared_params
-    return make_criterion(TrainConfig(weighting=name), tasks, shared_params(model) if model else None).to(device)
+    return make_criterion(TrainConfig(method=name), tasks, shared_params(model) if model else None).to(device)
 
 
 def hydra_step(model, crit, opt, x, tg, mk, tasks=None):
@@ -96,8 +103,8 @@ def bare_step(backbone_name, x, y, device):
     return step
 
 
-class Seed002HydraNet(torch.nn.Module):
-    """The seed's form: the backbone is called once per head (three times the work for three heads)."""
+class PerHeadBackbone(torch.nn.Module):
+    """The UTKFace write-up's form: the backbone runs once per head (three times the work for three heads)."""
 
     def __init__(self, inner: HydraNet):
         super().__init__()
@@ -109,7 +116,7 @@ class Seed002HydraNet(torch.nn.Module):
     def _one(self, x, name):
         h = self.inner.features(x)
         t = self.inner.tasks[name]
-        return t.spec.head_output(t, self.inner.heads[name](h))
+        return t.kind_impl.head_output(t, self.inner.heads[name](h))
 
 
 def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest="data_manifests/fgo_synth.csv"):
@@ -134,7 +141,7 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
     res["step_vs_bare"] = t_bare / t_ours
     res["raw"] = {"ours_img_s": ips(t_ours), "bare_img_s": ips(t_bare)}
 
-    # shared_vs_seed002: 3 heads (UTK schema), shared features vs backbone once per head
+    # shared_vs_per_head_backbone: 3 heads (UTK schema), shared features vs backbone once per head
     utk = [Task("age", "regression"), Task("gender", "binary", ("Male", "Female")),
            Task("race", "multiclass", ("a", "b", "c", "d", "e"))]
     tg3, mk3 = random_targets(utk, batch_size, device, missing=0.0)
@@ -142,10 +149,10 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
     w3 = criterion("fixed", utk, device)
     o3 = torch.optim.AdamW(m3.parameters(), 1e-3)
     t_shared = median_time(summed_step(m3, w3, o3, x, tg3, mk3, utk), reps)
-    seed = Seed002HydraNet(m3)
-    t_seed = median_time(summed_step(seed, w3, o3, x, tg3, mk3, utk), reps)
-    res["shared_vs_seed002"] = t_seed / t_shared
-    res["raw"].update(shared_3head_img_s=ips(t_shared), seed002_img_s=ips(t_seed))
+    per_head = PerHeadBackbone(m3)
+    t_per_head = median_time(summed_step(per_head, w3, o3, x, tg3, mk3, utk), reps)
+    res["shared_vs_per_head_backbone"] = t_per_head / t_shared
+    res["raw"].update(shared_3head_img_s=ips(t_shared), per_head_backbone_img_s=ips(t_per_head))
 
     # heads_8_vs_1
     def heads(n):
@@ -200,7 +207,7 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
 
     res.update(data_ratios(model, w, opt, tasks, manifest, image_size, batch_size, device, quick))
     res.update(frozen_prefix(manifest, image_size, batch_size, quick))
-    res.update(pruned_epochs())
+    res.update(early_stopped_epochs())
     res["tracking_overhead_pct"], res["raw"]["trial_s_untracked"], res["raw"]["trial_s_tracked"] = \
         tracking_overhead(manifest, quick)
     return res
@@ -209,10 +216,6 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
 def data_ratios(model, w, opt, tasks, manifest_path, image_size, batch_size, device, quick):
     """epoch_vs_step (an epoch as `fit` feeds it — in-memory batches, batched augmentation on the device —
     vs the same steps on prepared tensors) and cached_vs_decode (decode-once cache vs PIL every time)."""
-    from mtl.data.batches import BatchAugment, TensorBatches
-    from mtl.data.dataset import MultiTaskDataset, cached_images
-    from mtl.data.manifest import load_manifest
-    from mtl.train import to_device
     m = load_manifest(manifest_path)
     targets, masks = m.targets("train")
     images = cached_images(m.image_paths("train"), image_size)
@@ -252,8 +255,6 @@ def data_ratios(model, w, opt, tasks, manifest_path, image_size, batch_size, dev
 def frozen_prefix(manifest_path: str, image_size: int, batch_size: int, quick: bool) -> dict:
     """frozen_prefix_vs_full: a trial epoch (train + val) fine-tuning everything with augmentation, divided
     by one with the backbone frozen and its outputs cached (what the default study's trials do)."""
-    from mtl.data.manifest import load_manifest
-    from mtl.train import TrainConfig, fit
     m = load_manifest(manifest_path)
     epochs = 1 if quick else 3
     full = TrainConfig(image_size=image_size, batch_size=batch_size, epochs=epochs)
@@ -265,25 +266,21 @@ def frozen_prefix(manifest_path: str, image_size: int, batch_size: int, quick: b
             "raw_frozen": {"full_epoch_s": t_full, "frozen_prefix_epoch_s": t_cached}}
 
 
-def pruned_epochs(study: str = "fgo_regularization") -> dict:
-    """pruned_epoch_fraction of the default study, if it has been run here: epochs not run (early stopping
+def early_stopped_epochs(study: str = "fgo_regularization") -> dict:
+    """early_stopped_epoch_fraction of the default study, if it has been run here: epochs not run (early stopping
     across trials, and patience) divided by the epochs the finished trials were budgeted."""
-    from optuna.trial import TrialState
 
-    from mtl.pruning import CURVE_ATTR
-    from mtl.studies import default_storage, make_storage
     path = Path(default_storage(study))
     if not path.is_file():
-        return {"pruned_epoch_fraction": None}
-    import optuna
+        return {"early_stopped_epoch_fraction": None}
     s = optuna.load_study(study_name=study, storage=make_storage(str(path)))
     done = [t for t in s.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "epochs" in t.user_attrs]
     budget = sum(t.user_attrs["epochs"] for t in done)
     ran = sum(len(t.user_attrs.get(CURVE_ATTR, [])) for t in done)
     pruned = [t for t in done if t.state == TrialState.PRUNED]
-    return {"pruned_epoch_fraction": (budget - ran) / budget if budget else None,
-            "raw_pruning": {"trials": len(done), "pruned": len(pruned), "epochs_budgeted": budget, "epochs_run": ran,
-                            "epochs_saved_by_pruning": sum(t.user_attrs["epochs"] - len(t.user_attrs.get(CURVE_ATTR, []))
+    return {"early_stopped_epoch_fraction": (budget - ran) / budget if budget else None,
+            "raw_early_stop": {"trials": len(done), "pruned": len(pruned), "epochs_budgeted": budget, "epochs_run": ran,
+                            "epochs_saved_by_early_stop": sum(t.user_attrs["epochs"] - len(t.user_attrs.get(CURVE_ATTR, []))
                                                            for t in pruned)}}
 
 
@@ -291,9 +288,6 @@ def tracking_overhead(manifest_path: str, quick: bool) -> tuple[float, float, fl
     """A short real trial with MLflow logging (per-epoch batch, params, dataset, checkpoint artifacts) vs none."""
     import os
 
-    from mtl import tracking
-    from mtl.data.manifest import load_manifest
-    from mtl.train import TrainConfig, fit
     m = load_manifest(manifest_path)
     cfg = TrainConfig(image_size=32, epochs=1 if quick else 3, batch_size=32)
     fit(cfg, m)  # warm-up: caches, allocator
@@ -331,36 +325,3 @@ def tracking_overhead(manifest_path: str, quick: bool) -> tuple[float, float, fl
     # difference of the medians on a machine whose speed drifts by several per cent between runs
     paired = statistics.median(b - a for a, b in zip(plain, tracked))
     return 100.0 * paired / t_plain, t_plain, t_tracked
-
-
-def table(res: dict) -> str:
-    lines = [f"machine: {res['machine']}; {res['backbone']} {res['image_size']}px, batch {res['batch_size']}",
-             f"{'key':<24}{'value':>10}  target"]
-    for k, target in TARGETS.items():
-        v = res.get(k)
-        lines.append(f"{k:<24}{'n/a' if v is None else f'{v:.3f}':>10}  {target}")
-    return "\n".join(lines)
-
-
-def main(args) -> int:
-    res = run(args.backbone, args.image_size, args.batch_size, args.quick, args.manifest)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
-    print(table(res))
-    run_id = log_run(res, out)
-    print(f"written {out}; MLflow experiment 'bench', run {run_id}")
-    return 0
-
-
-def log_run(res: dict, path: Path) -> str:
-    """The results as a run of experiment `bench` in the default store (one run per `make bench`, with
-    the git commit), so benchmarks are compared across commits in the UI like trials."""
-    from mtl import tracking
-    client = tracking.get_client()
-    exp = tracking.ensure_experiment(client, "bench")
-    with tracking.RunLogger(client, exp, "bench", tags={"mtl.role": "bench"}) as run:
-        run.log_params({k: str(res[k]) for k in ("machine", "backbone", "image_size", "batch_size") if k in res})
-        run.log_metrics({k: v for k in TARGETS if isinstance(v := res.get(k), float) and math.isfinite(v)})
-        run.log_artifact(path)
-    return run.run_id

@@ -1,0 +1,43 @@
+"""`python -m mtl bench` (`make bench`): performance ratios (mtl/benchmarks.py) -> `reports/bench.json`, a
+table, and a run of MLflow experiment `bench` (compare commits in the UI)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from mtl import tracking
+from mtl.benchmarks import TARGETS, run
+
+
+def table(res: dict) -> str:
+    lines = [f"machine: {res['machine']}; {res['backbone']} {res['image_size']}px, batch {res['batch_size']}",
+             f"{'key':<24}{'value':>10}  target"]
+    for k, target in TARGETS.items():
+        v = res.get(k)
+        lines.append(f"{k:<24}{'n/a' if v is None else f'{v:.3f}':>10}  {target}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    res = run(args.backbone, args.image_size, args.batch_size, args.quick, args.manifest)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
+    print(table(res))
+    run_id = log_run(res, out)
+    print(f"written {out}; MLflow experiment 'bench', run {run_id}")
+    return 0
+
+
+def log_run(res: dict, path: Path) -> str:
+    """The results as a run of experiment `bench` in the default store (one run per `make bench`, with
+    the git commit), so benchmarks are compared across commits in the UI like trials."""
+    client = tracking.get_client()
+    exp = tracking.ensure_experiment(client, "bench")
+    with tracking.RunLogger(client, exp, "bench", tags={"mtl.role": "bench"}) as run:
+        run.log_params({k: str(res[k]) for k in ("machine", "backbone", "image_size", "batch_size") if k in res})
+        run.log_metrics({k: v for k in TARGETS if isinstance(v := res.get(k), float) and math.isfinite(v)})
+        run.log_artifact(path)
+    return run.run_id

@@ -1,0 +1,85 @@
+"""`python -m mtl ensemble <study>` (`make ensemble STUDY=...`): ensembles of the Pareto members, chosen on val
+(mtl/combine.py: routing, averaging, greedy per task) and judged once on test.
+
+Only then are the test labels read, once, for the final table (mtl/reports.py): every model with its
+95 % group-bootstrap interval, the best constant predictor, the study's COMPARE_WITH rounds where that
+study ran on the same manifest, and paired intervals for each comparison. `reports/<study>/report.md`
+is the table a researcher reads (also on the study's parent run); the chosen ensemble is registered
+as `models:/<study>@ensemble`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mtl import tracking
+from mtl.combine import select_on_val
+from mtl.data.manifest import load_manifest
+from mtl.errors import UserError
+from mtl.inference import CheckpointCache
+from mtl.registry import register_ensemble
+from mtl.reports import SINGLE, final_scores, to_markdown, write_report
+from mtl.runs import find_parent
+from mtl.selection import compared_members, select
+
+
+def main(args) -> int:
+    if args.top_k < 0:
+        raise UserError(f"--top-k {args.top_k}: must be 0 (the whole front) or a positive number")
+    study, s, front, best, _ = select(args.study, args.storage)
+    manifest = load_manifest(study.manifest, check_images=True)
+    tasks = [manifest.task(n) for n in study.objectives]
+    client = tracking.get_client()
+    values = {m.number: m.values for m in front}
+    choices = select_on_val(tasks, manifest, CheckpointCache(client, manifest, "val"), front, best,
+                            lambda m: values[m.number], args.top_k)
+
+    test = CheckpointCache(client, manifest, "test")
+    members = {m.number: test.member(m.run_id, tasks) for m in front}
+    outputs = {name: {t.name: choices[t.name][name].combine(t, members) for t in tasks}
+               for name in ("routing", "averaging", "greedy", "chosen")}
+    outputs["chosen on val"] = outputs.pop("chosen")
+    outputs.update({f"trial-{n}": out for n, out in members.items()})
+    rounds = compared_members(study, args.storage)
+    outputs.update({name: test.member(run_id, tasks) for name, run_id in rounds})
+    single = s.user_attrs.get("single_task_runs", {})
+    if set(single) >= {t.name for t in tasks}:  # each task from its own single-task model
+        outputs[SINGLE] = {t.name: test.task_output(single[t.name], t.name) for t in tasks}
+    final = final_scores(tasks, manifest, outputs, [name for name, _ in rounds])
+
+    out = Path("reports") / study.name
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({name: {f"test/{t.metric_key}": r[t.name].value for t in tasks}
+                          for name, r in final.rows.items()}).T
+    for t in tasks:
+        table[f"test/{t.metric_key}_lo"] = [final.rows[n][t.name].lo for n in table.index]
+        table[f"test/{t.metric_key}_hi"] = [final.rows[n][t.name].hi for n in table.index]
+    table.to_csv(out / "ensemble_test.csv", index_label="model")
+    md = to_markdown(final, tasks, choices)
+    (out / "ensemble_test.md").write_text(md)
+    report = write_report(out / "report.md", study, manifest, tasks, final, choices, [n for n, _ in rounds])
+    print(md)
+
+    exp = tracking.ensure_experiment(client, study.name)
+    parent = find_parent(client, study.name)  # a child of the study's parent: out of the trials' comparison
+    with tracking.RunLogger(client, exp, "ensemble", parent, tags={"mtl.role": "ensemble", "mtl.study": study.name}) as run:
+        run.log_params({"members": ",".join(str(m.number) for m in front), "top_k": args.top_k or "all",
+                        "routing": ",".join(f"{k}:{m.number}" for k, m in best.items()),
+                        **{f"chosen.{t.name}": choices[t.name]["chosen"].describe() for t in tasks}})
+        chosen = final.rows["chosen on val"]
+        run.log_metrics({f"test/{t.metric_key}": chosen[t.name].value for t in tasks}
+                        | {f"test/{t.metric_key}_{e}": getattr(chosen[t.name], e) for t in tasks for e in ("lo", "hi")}
+                        | {f"val/{t.metric_key}": choices[t.name]["chosen"].val for t in tasks})
+        for f in ("ensemble_test.md", "ensemble_test.csv", "report.md"):
+            run.log_artifact(out / f)
+    register_ensemble(client, study.name, run.run_id, tasks, choices, front, test, manifest)
+    for old in client.search_runs([exp], f"tags.`mtl.role` = 'ensemble' and tags.`mtl.study` = '{study.name}'"):
+        if old.info.run_id != run.run_id:  # one ensemble run per study: the latest
+            client.delete_run(old.info.run_id)
+    if parent:
+        client.log_artifact(parent, str(report), "report")
+        tracking.replace_table(client, parent, table.reset_index(names="model"), "report/ensemble_test.json")
+    print(f"\nreport: {report}; table: {out / 'ensemble_test.md'} and .csv; MLflow run 'ensemble' {run.run_id}")
+    return 0

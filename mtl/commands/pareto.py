@@ -1,0 +1,83 @@
+"""`python -m mtl pareto <study>` (`make pareto STUDY=...`): the Pareto-best trials and the best trial per task.
+
+Reads the study's completed trials (mtl/selection.py: Optuna's `best_trials`, cross-checked against a
+brute-force front and the scores logged in MLflow), prints the table, tags the MLflow runs (`pareto`,
+`best_for`), registers each task's best checkpoint as model `<study>` with alias `best-<task>`
+(mtl/registry.py), removes dominated trials' checkpoint files, and draws the front and the members' val
+curves into `reports/<study>/` and onto the parent run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtl import plots, tracking
+from mtl.data.manifest import load_manifest
+from mtl.registry import register_best, remove_dominated_checkpoints
+from mtl.reports import delta_m_of, front_table, methods_table, score_cell
+from mtl.runs import find_parent
+from mtl.selection import select
+
+
+def main(args) -> int:
+    study, s, front, best, members = select(args.study, args.storage)
+    client = tracking.get_client()
+    front_ids = {m.number for m in front}
+    best_for = {}
+    for task, m in best.items():
+        best_for.setdefault(m.number, []).append(task)
+    metric_keys = [name for name in s.metric_names]
+    attrs = {t.number: t.user_attrs for t in s.trials}
+    width = 24
+    has_dm = any("delta_m" in attrs[m.number] for m in members)
+    print(f"{'trial':>6}  {'run':<10}" + "".join(f"{k.split('/')[1][:width - 2]:>{width}}" for k in metric_keys)
+          + (f"{'Δm %':>{width}}" if has_dm else "") + "  best for")
+    for m in members:
+        if m.number not in front_ids:
+            continue
+        cells = "".join(score_cell(v, attrs[m.number].get(f"ci.{task}")).rjust(width)
+                        for task, v in zip(study.objectives, m.values))
+        if has_dm:
+            cells += score_cell(*delta_m_of(attrs[m.number]), digits=1).rjust(width)
+        print(f"{m.number:>6}  {m.run_id[:8]:<10}{cells}  " + ",".join(best_for.get(m.number, [])))
+    print(f"{len(front)} Pareto member(s) of {len(members)} completed trial(s); val score [95 % group-bootstrap "
+          f"interval]. Intervals that overlap say the members' difference on that task may be luck."
+          + (" Δm %: mean relative gain over the single-task baselines (Maninis et al. 2019), paired interval."
+             if has_dm else ""))
+    table = methods_table(study, s, members)
+    if table:
+        print("\n" + table)
+    for m in members:
+        client.set_tag(m.run_id, "pareto", str(m.number in front_ids).lower())
+        client.set_tag(m.run_id, "best_for", ",".join(best_for.get(m.number, [])))
+    versions = register_best(client, study.name, best, load_manifest(study.manifest))
+    if not study.configs and not getattr(args, "keep_checkpoints", False):
+        n, freed = remove_dominated_checkpoints(client, members, front)
+        if n:
+            print(f"removed the checkpoints of {n} dominated trial(s), {freed / 1e6:.0f} MB (metrics, val outputs and "
+                  f"index stay; --keep-checkpoints keeps them)")
+    for task, v in versions.items():
+        print(f"registered models:/{study.name}@best-{task} -> version {v} (trial {best[task].number})")
+    out = Path("reports") / study.name
+    out.mkdir(parents=True, exist_ok=True)
+    parent = find_parent(client, study.name)
+    figures = {"pareto_front.png": plots.plot_front(study.objectives, members, front),
+               "val_curves.png": plots.plot_curves(client, metric_keys, front),
+               "importances.png": plots.plot_importances(s, study.objectives)}
+    if parent:
+        figures["hypervolume.png"] = plots.plot_hypervolume(client, parent)
+    if table:
+        (out / "methods.md").write_text(table + "\n")
+        if parent:
+            client.log_text(parent, table + "\n", "pareto/methods.md")
+    if parent:  # the front as a table the UI's artifact view (and mlflow.load_table) can read
+        tracking.replace_table(client, parent, front_table(study, front, attrs, best_for), "pareto/front.json")
+    for name, fig in figures.items():
+        if fig is None:
+            continue
+        fig.savefig(out / name, dpi=110)
+        if parent:
+            client.log_figure(parent, fig, f"pareto/{name}")
+        plots.close(fig)
+    print("plots: " + ", ".join(str(out / n) for n, f in figures.items() if f is not None))
+    return 0
