@@ -15,7 +15,7 @@ MANIFESTS := data_manifests/fgo_synth.csv data_manifests/utk_synth.csv
 DATA_STAMP := data/.rendered
 
 .DEFAULT_GOAL := help
-.PHONY: help install data tune ui ui-check pareto ensemble confirm predict bench test test-all lint clean
+.PHONY: help install data tune audit-pruning ui ui-check pareto ensemble confirm predict bench test test-all lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ data: $(DATA_STAMP) ## render the demo datasets (fgo_synth, utk_synth) into data
 
 tune: $(DATA_STAMP) ## run/resume a study: make tune STUDY=fgo_regularization [TRIALS= EPOCHS= WORKERS= STORAGE=]
 	$(BIN)/python -m mtl tune $(STUDY) $(TUNE_ARGS)
+
+audit-pruning: $(DATA_STAMP) ## re-run early-stopped trials to the end: would any have joined the front? make audit-pruning STUDY=s [SAMPLE=20, 0 = all]
+	$(BIN)/python -m mtl audit-pruning $(STUDY) $(if $(SAMPLE),--sample $(SAMPLE)) $(if $(STORAGE),--storage '$(STORAGE)')
 
 ui: $(STAMP) ## MLflow UI over the same store: make ui [PORT=5000] [HOST=127.0.0.1]
 	@echo "MLflow UI on http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning  (Ctrl-C to stop)"

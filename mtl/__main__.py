@@ -1,4 +1,4 @@
-"""Command line: python -m mtl {check,data,train,tune,pareto,ensemble,confirm,predict,bench} (each with --help).
+"""Command line: python -m mtl {check,data,train,tune,audit-pruning,pareto,ensemble,confirm,predict,bench} (each with --help).
 
 User errors (bad files, flags, studies) print one line and exit non-zero; no traceback.
 Every argument is declared here; a command's module (mtl/commands/<command>.py) is imported only when
@@ -14,7 +14,7 @@ import sys
 from mtl.errors import UserError
 
 # commands whose modules talk to MLflow/Optuna: their library chatter is lowered before they run
-_TRACKED = {"train", "tune", "pareto", "ensemble", "confirm", "predict", "bench"}
+_TRACKED = {"train", "tune", "audit-pruning", "pareto", "ensemble", "confirm", "predict", "bench"}
 
 
 def _add_check(sub) -> None:
@@ -72,6 +72,13 @@ def _add_studies(sub) -> None:
     _storage(t)
     t.add_argument("--seed", type=int, default=0, help="base sampler seed (mixed with the worker and the trials so far)")
     t.set_defaults(func="mtl.commands.tune:main")
+
+    a = sub.add_parser("audit-pruning", help="re-run early-stopped trials to the end: would they have joined the front?")
+    a.add_argument("study")
+    a.add_argument("--sample", type=int, default=20, help="early-stopped trials to re-run (0 = all; default 20)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    _storage(a)
+    a.set_defaults(func="mtl.commands.audit:main")
 
     p = sub.add_parser("pareto", help="Pareto front and per-task best (val, with intervals)")
     p.add_argument("study")

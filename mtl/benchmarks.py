@@ -16,7 +16,6 @@ from pathlib import Path
 import optuna
 import torch
 import torch.nn.functional as F
-from optuna.trial import TrialState
 from torch.utils.data import DataLoader
 
 from mtl import tracking
@@ -25,7 +24,7 @@ from mtl.data.batches import BatchAugment, TensorBatches
 from mtl.data.dataset import MultiTaskDataset, cached_images
 from mtl.data.manifest import load_manifest
 from mtl.data.render import FGO_TASKS
-from mtl.early_stop import CURVE_ATTR
+from mtl.early_stop import epoch_budget
 from mtl.losses import task_losses
 from mtl.methods import make_criterion
 from mtl.model import HydraNet, make_backbone
@@ -274,14 +273,8 @@ def early_stopped_epochs(study: str = "fgo_regularization") -> dict:
     if not path.is_file():
         return {"early_stopped_epoch_fraction": None}
     s = optuna.load_study(study_name=study, storage=make_storage(str(path)))
-    done = [t for t in s.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "epochs" in t.user_attrs]
-    budget = sum(t.user_attrs["epochs"] for t in done)
-    ran = sum(len(t.user_attrs.get(CURVE_ATTR, [])) for t in done)
-    pruned = [t for t in done if t.state == TrialState.PRUNED]
-    return {"early_stopped_epoch_fraction": (budget - ran) / budget if budget else None,
-            "raw_early_stop": {"trials": len(done), "pruned": len(pruned), "epochs_budgeted": budget, "epochs_run": ran,
-                            "epochs_saved_by_early_stop": sum(t.user_attrs["epochs"] - len(t.user_attrs.get(CURVE_ATTR, []))
-                                                           for t in pruned)}}
+    raw = epoch_budget(s.trials)
+    return {"early_stopped_epoch_fraction": raw.pop("fraction_not_run"), "raw_early_stop": raw}
 
 
 def tracking_overhead(manifest_path: str, quick: bool) -> tuple[float, float, float]:

@@ -94,8 +94,12 @@ class GroupBootstrap:
 
     def paired(self, task: Task, stats_a: np.ndarray, stats_b: np.ndarray) -> Score:
         """Score of a minus score of b, on the same resamples."""
-        diff = self.replicates(task, stats_a) - self.replicates(task, stats_b)
-        return self._interval(point(task, stats_a) - point(task, stats_b), diff)
+        return self._interval(*self.paired_reps(task, stats_a, stats_b))
+
+    def paired_reps(self, task: Task, stats_a: np.ndarray, stats_b: np.ndarray) -> tuple[float, np.ndarray]:
+        """(score of a minus score of b, that difference on every resample)."""
+        return (point(task, stats_a) - point(task, stats_b),
+                self.replicates(task, stats_a) - self.replicates(task, stats_b))
 
 
 def verdict(task: Task, diff: Score) -> str:
@@ -116,6 +120,12 @@ def split_intervals(tasks: list[Task], outputs: dict, manifest, split: str, seed
 
 def delta_m(boot: GroupBootstrap, tasks: list[Task], stats: dict[str, np.ndarray],
             single: dict[str, np.ndarray]) -> Score:
+    """Δm % with its paired interval (`delta_m_reps`)."""
+    return boot._interval(*delta_m_reps(boot, tasks, stats, single))
+
+
+def delta_m_reps(boot: GroupBootstrap, tasks: list[Task], stats: dict[str, np.ndarray],
+                 single: dict[str, np.ndarray]) -> tuple[float, np.ndarray]:
     """Δm % (Maninis, Radosavovic & Kokkinos 2019; LibMTL's summary score): the mean relative gain of a
     multi-task model over single-task baselines, 100/T Σ_t s_t (M_t − B_t) / B_t with s_t = +1 where
     higher is better and −1 where lower is; positive is better. Its interval comes from the same group
@@ -130,4 +140,82 @@ def delta_m(boot: GroupBootstrap, tasks: list[Task], stats: dict[str, np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         value = gain([point(t, stats[t.name]) for t in tasks], [point(t, single[t.name]) for t in tasks])
         reps = gain([boot.replicates(t, stats[t.name]) for t in tasks], [boot.replicates(t, single[t.name]) for t in tasks])
-    return boot._interval(float(value), reps)
+    return float(value), reps
+
+
+def p_value(reps: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of a difference being 0: twice the smaller tail share of its replicates
+    on either side of 0, counted with the +1 of Davison & Hinkley (1997, eq. 4.11) so it is never 0."""
+    reps = np.asarray(reps, dtype=np.float64)
+    reps = reps[np.isfinite(reps)]
+    if len(reps) == 0:
+        return math.nan
+    tail = min((reps <= 0).sum(), (reps >= 0).sum())
+    return float(min(1.0, 2 * (tail + 1) / (len(reps) + 1)))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's (1979) step-down adjusted p-values: sorted ascending, p_(i) times (m - i + 1), made monotone,
+    capped at 1 (NaN stays NaN and does not count in m). Reject where the adjusted value is below alpha:
+    the family-wise error rate stays at alpha for any dependence between the tests."""
+    idx = [i for i, p in enumerate(p_values) if math.isfinite(p)]
+    m = len(idx)
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One comparison of a family, judged with Holm: the difference with its interval at the level Holm
+    tested it at, the raw and adjusted p-values, and the verdict at the family-wise level."""
+    diff: Score
+    p: float
+    p_adj: float
+    verdict: str
+    level: float  # the confidence level of `diff`'s interval
+
+
+class Family:
+    """Paired comparisons judged together (one table's or one report's verdicts): Holm over all of them at
+    family-wise level 1 - LEVEL. Each comparison is (key, direction of the score, point difference a - b,
+    its bootstrap replicates)."""
+
+    def __init__(self, description: str, level: float = LEVEL):
+        self.description, self.level = description, level
+        self.items: list[tuple[object, str, float, np.ndarray]] = []
+
+    def add(self, key, direction: str, value: float, reps: np.ndarray) -> None:
+        self.items.append((key, direction, value, np.asarray(reps, dtype=np.float64)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def judge(self) -> dict:
+        """key -> Judged. A verdict is 'better'/'worse' only where the Holm-adjusted p-value is below alpha."""
+        alpha = 1 - self.level
+        ps = [p_value(reps) for _, _, _, reps in self.items]
+        adj = holm(ps)
+        order = sorted((i for i, p in enumerate(ps) if math.isfinite(p)), key=lambda i: ps[i])
+        m = len(order)
+        step = {i: m - rank for rank, i in enumerate(order)}  # Holm tests the r-th smallest at alpha / (m - r + 1)
+        out = {}
+        for i, (key, direction, value, reps) in enumerate(self.items):
+            lvl = 1 - alpha / step[i] if i in step else self.level
+            finite = reps[np.isfinite(reps)]
+            lo, hi = (np.quantile(finite, [(1 - lvl) / 2, 1 - (1 - lvl) / 2]) if len(finite) and math.isfinite(value)
+                      else (math.nan, math.nan))
+            diff = Score(float(value), float(lo), float(hi))
+            v = "no clear difference"
+            if math.isfinite(adj[i]) and adj[i] < alpha:
+                v = "better" if (value > 0) == (direction == "maximize") else "worse"
+            out[key] = Judged(diff, ps[i], adj[i], v, lvl)
+        return out
+
+    def statement(self) -> str:
+        return (f"Family: {self.description} ({len(self)} paired comparisons); Holm (1979) step-down at family-wise "
+                f"{100 * (1 - self.level):g} %: a difference is a win only when its adjusted p-value is below "
+                f"{1 - self.level:g}; each interval is shown at the level Holm tested it at.")

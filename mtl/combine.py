@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from mtl.bootstrap import point, sample_stats
+from mtl.errors import UserError
 from mtl.tasks import Task
 
 GREEDY_STEPS = 25
@@ -44,6 +45,9 @@ def route(tasks: list[Task], outputs_by_member: dict, best_member: dict[str, obj
 def greedy_select(task: Task, candidates: list[torch.Tensor], targets, mask, steps: int = GREEDY_STEPS) -> list[int]:
     """Caruana et al. 2004: forward selection with replacement on one split's labels; returns how often
     each candidate was picked in the best prefix (the smallest one on ties)."""
+    if not np.asarray(mask, dtype=bool).any():
+        raise UserError(f"task '{task.name}': no labelled sample in the split ensembles are chosen on (val), so no "
+                        f"ensemble can be chosen for it; label some val rows of the manifest")
     counts = np.zeros(len(candidates), dtype=int)
     probs = [to_prob(task, c) for c in candidates]
     total = torch.zeros_like(probs[0])

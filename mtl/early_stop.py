@@ -1,10 +1,16 @@
-"""Multi-objective early stopping across trials (not Optuna's pruning, which cannot stop a multi-objective trial).
+"""Multi-objective early stopping across trials that is safe for the Pareto front (Optuna's pruners cannot
+stop a multi-objective trial: `Trial.report` raises with several objectives, optuna #3450).
 
-Optuna cannot prune a multi-objective trial (`Trial.report` raises with several objectives; optuna
-#3450). Here a trial is stopped at epoch e when at least `k` completed trials were already better
-by `margin` on *every* objective at the same epoch e — so it is dominated with room to spare, not
-merely behind on one task. Each trial's curve is its best-so-far val vector per epoch (the objective
-is the best score over epochs), stored as the trial's user attribute `val_curve`.
+A running trial is stopped at epoch e only when at least `k` completed trials were *strictly* better on
+*every* objective at the same epoch e, each by a margin: `ci_margin` times that completed trial's val
+95 % half-width on the task (interval units: a gap the split's noise could not close), and at least
+`margin` in score units (regression: in units of the task's scale). A trial that ties completed trials
+is never stopped. Curves are compared only between trials run with the same epochs and schedule
+(`curve_key`): the same epoch of another cosine schedule is another point of training.
+
+Each trial's curve is its best-so-far val vector per epoch (the objective is the best score over
+epochs), kept as the trial's user attribute `val_curve`; its final intervals are `ci.<task>`.
+`make audit-pruning` (mtl/audit.py) measures what the rule costs: it re-runs pruned trials to the end.
 """
 
 from __future__ import annotations
@@ -13,18 +19,54 @@ import math
 from dataclasses import dataclass
 
 CURVE_ATTR = "val_curve"
+SCHEDULE_ATTR = "schedule"
 
 
 @dataclass(frozen=True)
 class EarlyStop:
-    """Study-file setting `EARLY_STOP = EarlyStop(k=3, margin=0.02, min_epoch=3)` (absent: off)."""
-    k: int = 3  # completed trials that must dominate the running one
-    margin: float = 0.02  # by this much on every objective (regression: in units of the task's scale)
-    min_epoch: int = 3  # never stop before this epoch
+    """Study-file setting `EARLY_STOP = EarlyStop(k=2, margin=0.01, ci_margin=0.2, min_epoch=2)` (absent: off).
+    The defaults are the setting `make audit-pruning` found front-safe on the default study (README)."""
+    k: int = 2  # completed trials that must each strictly dominate the running one
+    margin: float = 0.01  # at least this much better on every objective (score units; regression: task scales)
+    min_epoch: int = 2  # never stop before this epoch
+    ci_margin: float = 0.2  # and by this fraction of the completed trial's val 95 % half-width on each task
 
     def __post_init__(self):
-        if self.k < 1 or self.margin < 0 or self.min_epoch < 1:
-            raise ValueError("EarlyStop needs k >= 1, margin >= 0, min_epoch >= 1")
+        if self.k < 1 or self.margin < 0 or self.min_epoch < 1 or self.ci_margin < 0:
+            raise ValueError("EarlyStop needs k >= 1, margin >= 0, ci_margin >= 0, min_epoch >= 1")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A completed trial as early stopping sees it: its per-epoch val vectors and final val half-widths."""
+    rows: list[list[float]]
+    half_widths: list[float]
+
+
+def curve_key(epochs: int, scheduler: str) -> str:
+    """What makes two curves comparable epoch by epoch: the same number of epochs on the same schedule."""
+    return f"{scheduler}/{epochs}"
+
+
+def comparable(attrs: dict, key: str) -> bool:
+    """Whether a trial's curve (its user attributes) was run on the schedule `key`; trials stored before
+    the schedule was recorded are compared by their epochs alone."""
+    if SCHEDULE_ATTR in attrs:
+        return attrs[SCHEDULE_ATTR] == key
+    return "epochs" in attrs and key.endswith(f"/{attrs['epochs']}")
+
+
+def completed_curves(trials, key: str, objectives: list[str]) -> list[Curve]:
+    """The curves of the completed trials (Optuna FrozenTrials) run on the schedule `key`."""
+    out = []
+    for t in trials:
+        a = t.user_attrs
+        if CURVE_ATTR not in a or not comparable(a, key):
+            continue
+        hw = [(lambda ci: (ci[1] - ci[0]) / 2 if ci and all(map(math.isfinite, ci)) else 0.0)(a.get(f"ci.{o}"))
+              for o in objectives]
+        out.append(Curve(a[CURVE_ATTR], hw))
+    return out
 
 
 def best_so_far(curve: list[list[float]], directions: list[str]) -> list[list[float]]:
@@ -38,26 +80,40 @@ def best_so_far(curve: list[list[float]], directions: list[str]) -> list[list[fl
 
 
 def dominates_by(a: list[float], b: list[float], directions: list[str], margins: list[float]) -> bool:
-    """a is better than b by at least the margin on every objective."""
+    """a is strictly better than b by more than the margin on every objective (a tie never dominates)."""
     for x, y, d, m in zip(a, b, directions, margins):
         if math.isnan(x) or math.isnan(y):
             return False
-        if (y - x if d == "minimize" else x - y) < m:
+        if not (y - x if d == "minimize" else x - y) > m:
             return False
     return True
 
 
-def should_stop(epoch: int, curve: list[list[float]], completed: list[list[list[float]]], directions: list[str],
+def should_stop(epoch: int, curve: list[list[float]], completed: list[Curve], directions: list[str],
                 rule: EarlyStop, scales: list[float] | None = None) -> bool:
     """Stop the running trial at `epoch` (1-based; curve = its per-epoch val vectors so far) when at least
-    `rule.k` completed trials' curves dominate it at that epoch by the margin."""
+    `rule.k` comparable completed curves each dominate it at that epoch by their margins."""
     if epoch < rule.min_epoch or len(curve) < epoch:
         return False
-    margins = [rule.margin * s for s in (scales or [1.0] * len(directions))]
+    scales = scales or [1.0] * len(directions)
     mine = best_so_far(curve, directions)[epoch - 1]
     count = 0
     for other in completed:
-        theirs = best_so_far(other, directions)
+        theirs = best_so_far(other.rows, directions)
+        margins = [max(rule.margin * s, rule.ci_margin * h) for s, h in zip(scales, other.half_widths)]
         if len(theirs) >= epoch and dominates_by(theirs[epoch - 1], mine, directions, margins):
             count += 1
     return count >= rule.k
+
+
+def epoch_budget(trials) -> dict:
+    """How much early stopping saved over a study's finished trials (Optuna FrozenTrials, COMPLETE or PRUNED,
+    duplicates left out): epochs budgeted, epochs run, and the fraction not run (early stopping and patience)."""
+    done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and "epochs" in t.user_attrs]
+    budget = sum(t.user_attrs["epochs"] for t in done)
+    ran = sum(len(t.user_attrs.get(CURVE_ATTR, [])) for t in done)
+    pruned = [t for t in done if t.state.name == "PRUNED"]
+    return {"trials": len(done), "pruned": len(pruned), "epochs_budgeted": budget, "epochs_run": ran,
+            "epochs_saved_by_early_stop": sum(t.user_attrs["epochs"] - len(t.user_attrs.get(CURVE_ATTR, []))
+                                              for t in pruned),
+            "fraction_not_run": (budget - ran) / budget if budget else None}

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from mtl import optuna_adapter, tracking
 from mtl.bootstrap import GroupBootstrap, delta_m, sample_stats, split_intervals
 from mtl.data.manifest import load_manifest
-from mtl.early_stop import CURVE_ATTR, should_stop
+from mtl.early_stop import CURVE_ATTR, SCHEDULE_ATTR, completed_curves, curve_key, should_stop
 from mtl.front import hypervolume
 from mtl.methods import DivergedError
 from mtl.metrics import constant_score
@@ -35,6 +35,17 @@ from mtl.training import fit
 
 class EarlyStopped(Exception):
     """Raised from the epoch callback to end a trial that completed trials dominate."""
+
+
+STOPPED_AT_ATTR = "stopped_at_epoch"  # an early-stopped trial's last epoch (what audit-pruning re-runs from)
+
+
+def trial_run_config(study: Study, trial, epochs: int, pretrain: str | None):
+    """The config trial `trial` trains (also for a FixedTrial replaying it): the study's search space, the
+    trial's own seed (base seed + trial number), and the PRETRAIN warm start where the config has none."""
+    cfg = trial_config(study, trial, epochs)
+    cfg = cfg.replace(seed=cfg.seed + trial.number)
+    return cfg.replace(init=pretrain) if pretrain and cfg.init is None else cfg
 
 
 class Objective:
@@ -50,15 +61,13 @@ class Objective:
         self.stopped_early = 0
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        cfg = trial_config(self.study, trial, self.epochs)
+        cfg = trial_run_config(self.study, trial, self.epochs, self.pretrain)
         dup = duplicate_of(trial)
         if dup is not None:  # a sampler can repeat itself on a small space: never train the same config twice
             trial.set_user_attr("duplicate_of", dup)
             raise optuna.TrialPruned(f"same parameters as trial {dup}")
-        cfg = cfg.replace(seed=cfg.seed + trial.number)
-        if self.pretrain and cfg.init is None:
-            cfg = cfg.replace(init=self.pretrain)
         trial.set_user_attr("epochs", cfg.epochs)
+        trial.set_user_attr(SCHEDULE_ATTR, curve_key(cfg.epochs, cfg.scheduler))
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
         # trials are the experiment's top-level rows (what the UI's runs table and charts compare); the
@@ -108,9 +117,10 @@ class Objective:
             rule = self.study.early_stop
             if rule is None or epoch < rule.min_epoch:
                 return
-            done = [t.user_attrs[CURVE_ATTR] for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if CURVE_ATTR in t.user_attrs]
+            done = completed_curves(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                                    curve_key(cfg.epochs, cfg.scheduler), self.study.objectives)
             if should_stop(epoch, curve, done, self.directions, rule, self.scales):
+                trial.set_user_attr(STOPPED_AT_ATTR, epoch)
                 raise EarlyStopped(f"dominated at epoch {epoch} by {rule.k}+ completed trials")
 
         return callback

@@ -278,12 +278,21 @@ def test_method_study_equal_budget_single_task_baselines_and_delta_m(isolated_st
     assert main(["pareto", "meth"]) == 0
     out = capsys.readouterr().out
     assert "Δm %" in out and "| upgrad | 1 |" in out and "| cagrad |" in out
-    assert (isolated_stores / "reports" / "meth" / "methods.md").is_file()
+    methods_md = (isolated_stores / "reports" / "meth" / "methods.md").read_text()
+    assert "Paired difference of the means against `fixed`" in methods_md and "Holm" in methods_md
+    assert "(8 paired comparisons)" in methods_md  # upgrad and cagrad x 3 tasks and Δm
 
     assert main(["ensemble", "meth"]) == 0
     report = (isolated_stores / "reports" / "meth" / "report.md").read_text()
-    assert "| single-task |" in report or "single-task |" in report.splitlines()[6]
-    assert "Δm % vs single-task" in report and "tuned best - single-task" in report
+    assert "| task | best constant | single-task |" in report and "Holm" in report
+    # Δm only for single runs: the tuned best and the ensembles pick among trials (not like-for-like)
+    assert "tuned best - single-task" not in report and "Δm % vs single-task" not in report
+    table = (isolated_stores / "reports" / "meth" / "ensemble_test.md").read_text()
+    rows = [[c.strip() for c in line.strip()[1:-1].split("|")] for line in table.splitlines()
+            if line.startswith("| ") and "---" not in line]
+    dm_cells = {r[0]: r[-1] for r in rows}
+    assert all(dm_cells[f"trial-{n}"].startswith(("+", "-")) for n in range(3) if f"trial-{n}" in dm_cells)
+    assert dm_cells["chosen on val"] == "" and dm_cells["routing"] == "" and "**" not in table
 
 
 def test_a_study_with_a_bad_method_fails_before_any_trial(isolated_stores, fgo_small, capsys):

@@ -16,6 +16,7 @@ from mtl.captions import caption
 from mtl.combine import average, route
 from mtl.front import best_per_task, dominates, pareto_front
 from mtl.registry import load_best
+from mtl.selection import select
 from mtl.tasks import Task
 from tests.test_tune import STUDY
 
@@ -295,11 +296,20 @@ def test_confirm_logs_seeds_runs_per_config(tiny_study, capsys, monkeypatch):
                               output_format="list")
     configs = {r.data.tags["mtl.confirm_of"] for r in runs}
     assert configs and all(c.startswith("trial-") for c in configs)
+    _, _, _, best, _ = select("tiny")
+    keys = {"gender": "gender/acc", "region": "region/acc", "fighting_style": "fighting_style/acc",
+            "alignment": "alignment/acc", "colors": "colors/f1"}
     for c in configs:
         mine = [r for r in runs if r.data.tags["mtl.confirm_of"] == c]
         assert sorted(r.data.tags["seed"] for r in mine) == ["10000", "10001"]
-        assert all(r.info.status == "FINISHED" and "test/gender/acc" in r.data.metrics for r in mine)
-    assert "±" in out and (tiny_study / "reports/tiny/confirm.md").is_file()
+        selected = {t for t, m in best.items() if f"trial-{m.number}" == c}
+        # test is read only for the tasks val selected this config for
+        assert all(r.info.status == "FINISHED" and {k for k in r.data.metrics if k.startswith("test/")}
+                   == {f"test/{keys[t]}" for t in selected} for r in mine)
+    table = (tiny_study / "reports/tiny/confirm.md").read_text()
+    test_rows = [line for line in table.splitlines() if "| test |" in line]
+    assert "±" in out and test_rows and sum(line.count("±") for line in test_rows) == len(best)
+    assert sum(line.count("·") for line in test_rows) == len(test_rows) * 5 - len(best)
     assert main(["confirm", "tiny", "--seeds", "2", "--epochs", "1"]) == 0  # resumes: nothing re-trained
     again = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'confirm'",
                                output_format="list")

@@ -3,6 +3,7 @@ feature cache, batched augmentation, and a PRETRAIN stage that is trained once."
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -17,7 +18,7 @@ from mtl.checkpoints import load_backbone
 from mtl.config import TrainConfig
 from mtl.data.batches import BatchAugment
 from mtl.data.manifest import load_manifest
-from mtl.early_stop import EarlyStop, should_stop
+from mtl.early_stop import Curve, EarlyStop, should_stop
 from mtl.errors import UserError
 from mtl.front import hypervolume
 from mtl.model import build_model
@@ -30,9 +31,9 @@ DIRS = ["maximize", "maximize", "minimize"]
 
 
 def test_should_stop_prunes_exactly_the_dominated():
-    done = [[[0.8, 0.7, 5.0], [0.9, 0.8, 4.0]],
-            [[0.7, 0.9, 6.0], [0.85, 0.9, 4.5]],
-            [[0.6, 0.5, 9.0], [0.6, 0.5, 9.0]]]
+    done = [Curve(rows, [0.0] * 3) for rows in ([[0.8, 0.7, 5.0], [0.9, 0.8, 4.0]],
+                                                [[0.7, 0.9, 6.0], [0.85, 0.9, 4.5]],
+                                                [[0.6, 0.5, 9.0], [0.6, 0.5, 9.0]])]
     rule = EarlyStop(k=2, margin=0.05, min_epoch=2)
     scales = [1.0, 1.0, 10.0]  # MAE margin = 0.05 * 10 = 0.5 years
     dominated = [[0.5, 0.5, 8.0], [0.6, 0.6, 7.0]]  # both of the first two beat it by the margin everywhere
@@ -165,20 +166,53 @@ def _unused(trial, base):''').replace("from mtl.config import TrainConfig",
                                       "from mtl.early_stop import EarlyStop\nfrom mtl.config import TrainConfig")
 
 
-def test_dominated_trial_is_pruned_and_its_run_finished(isolated_stores, fgo_small):
+def test_ties_run_on_a_dominated_trial_stops_and_audit_pruning_replays_it(isolated_stores, fgo_small, capsys):
+    """Trial 1 trains exactly as trial 0 (a tie at every epoch): it is not stopped. A completed trial ahead on
+    every task by more than its margin then stops the next trial at epoch 1 (a finished, tagged run);
+    `audit-pruning` re-runs it to the end: the replay repeats its logged epoch, and it would not have joined
+    the front that trial dominates, while against trials 0 and 1 alone (a tie) it would have."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    from mtl.audit import audit_pruning
+    from mtl.studies import load_study
     (isolated_stores / "experiments").mkdir()
     (isolated_stores / "experiments" / "twins.py").write_text(TWINS.format(manifest=fgo_small))
     assert main(["tune", "twins", "--epochs", "2"]) == 0
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-    s = optuna.load_study(study_name="twins", storage=JournalStorage(JournalFileBackend("optuna/twins.log")))
-    assert [t.state.name for t in s.trials] == ["COMPLETE", "PRUNED"]
-    assert len(s.trials[1].user_attrs["val_curve"]) == 1  # stopped after epoch 1; its values kept
+    storage = JournalStorage(JournalFileBackend("optuna/twins.log"))
+    s = optuna.load_study(study_name="twins", storage=storage)
+    assert [t.state.name for t in s.trials] == ["COMPLETE", "COMPLETE"]  # a tie is never stopped
+    assert s.trials[0].values == s.trials[1].values and s.trials[1].user_attrs["schedule"] == "cosine/2"
+    ahead = [[2.0] * 5] * 2  # a constructed trial ahead of any real one on every task
+    s.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[2.0] * 5, user_attrs={
+        "val_curve": ahead, "epochs": 2, "schedule": "cosine/2"}))
+    assert main(["tune", "twins", "--epochs", "2", "--trials", "1"]) == 0
+    s = optuna.load_study(study_name="twins", storage=storage)
+    assert [t.state.name for t in s.trials] == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
+    assert len(s.trials[3].user_attrs["val_curve"]) == 1 and s.trials[3].user_attrs["stopped_at_epoch"] == 1
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["twins"], output_format="list")}
-    assert runs["trial-1"].info.status == "FINISHED" and runs["trial-1"].data.tags["pruned"] == "true"
+    assert runs["trial-3"].info.status == "FINISHED" and runs["trial-3"].data.tags["pruned"] == "true"
     assert runs["trial-0"].data.tags["pruned"] == "false"
     from mtl.benchmarks import early_stopped_epochs
-    res = early_stopped_epochs("twins")  # 2 + 2 epochs budgeted, 2 + 1 run
-    assert res["early_stopped_epoch_fraction"] == pytest.approx(0.25) and res["raw_early_stop"]["pruned"] == 1
+    res = early_stopped_epochs("twins")  # 4 x 2 epochs budgeted, 2 + 2 + 2 + 1 run
+    assert res["early_stopped_epoch_fraction"] == pytest.approx(1 / 8) and res["raw_early_stop"]["pruned"] == 1
+
+    capsys.readouterr()
+    assert main(["audit-pruning", "twins", "--sample", "0"]) == 0
+    out = json.loads((isolated_stores / "reports" / "twins" / "audit_pruning.json").read_text())
+    (replay,) = out["replays"]
+    assert replay["number"] == 3 and replay["stopped_at"] == 1 and len(replay["curve"]) == 2
+    assert replay["replay_matches"] and not replay["joined"]
+    assert replay["values"] == pytest.approx(s.trials[0].values)  # the same training as trial 0, to the end
+    assert out["metrics"]["audit/would_have_joined"] == 0 and out["metrics"]["audit/pruned_epoch_fraction"] == 0.125
+    parent = next(r for r in runs.values() if r.data.tags.get("mtl.role") == "parent")
+    logged = mlflow.MlflowClient().get_run(parent.info.run_id).data.metrics
+    assert logged["audit/replayed"] == 1 and logged["audit/hypervolume_lost"] == 0
+    # without the constructed trial the replay ties trials 0 and 1: it would have been on the front
+    alone = optuna.create_study(directions=["maximize"] * 5)
+    for t in (s.trials[0], s.trials[3]):
+        alone.add_trial(t)
+    audit = audit_pruning(load_study("twins"), alone, load_manifest(fgo_small), None)
+    assert audit.joined == 1 and audit.hv_lost == pytest.approx(0.0)  # a tie adds no volume
 
 
 def test_warm_started_checkpoints_store_only_what_differs_from_the_base(tmp_path, fgo_small):

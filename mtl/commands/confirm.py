@@ -4,9 +4,10 @@ A trial's val score is one draw: another seed (initialisation, batch order, augm
 another. This re-trains each task's best configuration (the distinct trials `make pareto` would pick)
 and, where the study's COMPARE_WITH study describes the same manifest, its hand-tuned rounds, with new
 seeds; logs each run in the study's experiment (role `confirm`, under the parent run); and reports
-mean ± sd over seeds of every task's best val score and of the test score of that task's best-epoch
-checkpoint. A win that is seed luck shows up as overlapping spreads. Finished runs are reused, so an
-interrupted `confirm` resumes.
+mean ± sd over seeds of every task's best val score, and the test score of that task's best-epoch
+checkpoint only where val selected the config for the task (printing every config's test score would
+invite choosing on test). A win that is seed luck shows up as overlapping spreads. Finished runs are
+reused, so an interrupted `confirm` resumes.
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ def _rounds_study(study):
 
 
 def run_one(client, exp_id: str, parent: str | None, study, manifest, tasks, label: str, cfg: TrainConfig,
-            seed: int) -> dict[str, float]:
-    """One seed of one config: val best per task and the test score of that task's best-epoch checkpoint.
-    A finished run of the same config and seed is reused (an interrupted confirm resumes)."""
+            seed: int, test_tasks: list[str]) -> dict[str, float]:
+    """One seed of one config: val best per task and, for `test_tasks` (those val selected the config for),
+    the test score of that task's best-epoch checkpoint. A finished run of the same config and seed is
+    reused (an interrupted confirm resumes)."""
     cfg = cfg.replace(seed=seed)
 
     def train(run):
@@ -75,7 +77,7 @@ def run_one(client, exp_id: str, parent: str | None, study, manifest, tasks, lab
             metrics = {f"best_val/{t.metric_key}": result.best[t.name]["score"] for t in tasks}
             test_t, test_m = manifest.targets("test")
             outputs: dict[int, dict] = {}
-            for t in tasks:
+            for t in (t for t in tasks if t.name in test_tasks):
                 epoch = result.best[t.name]["epoch"]
                 if epoch not in outputs:
                     outputs[epoch] = split_outputs(load_checkpoint(result.checkpoint_dir / f"epoch-{epoch}.pt"),
@@ -85,7 +87,8 @@ def run_one(client, exp_id: str, parent: str | None, study, manifest, tasks, lab
         run.log_metrics(metrics)
 
     tags = {STUDY_TAG: study.name, "mtl.confirm_of": label, "seed": seed}
-    run = find_or_train(client, "confirm", run_key({"label": label, "cfg": cfg.to_dict()}), exp_id,
+    key = run_key({"label": label, "cfg": cfg.to_dict(), "test": sorted(test_tasks)})
+    run = find_or_train(client, "confirm", key, exp_id,
                         f"confirm-{label}-seed{seed}", parent, tags, train, anywhere=False)
     return run.data.metrics
 
@@ -111,19 +114,21 @@ def main(args) -> int:
     span = f"{epochs} epochs" if epochs else "the epochs their trials ran"
     print(f"confirm '{study.name}': {len(configs)} config(s) x {len(seeds)} seed(s), {span}")
     results = {}
-    for label, cfg, _ in configs:
-        results[label] = [run_one(client, exp_id, parent, study, manifest, tasks, label, cfg, sd) for sd in seeds]
-        print(f"  {label}: " + "  ".join(f"{t.name} {mean_sd([r[f'test/{t.metric_key}'] for r in results[label]])}"
-                                         for t in tasks))
+    for label, cfg, best_for in configs:
+        results[label] = [run_one(client, exp_id, parent, study, manifest, tasks, label, cfg, sd, best_for)
+                          for sd in seeds]
+        print(f"  {label}: val " + "  ".join(f"{t.name} {mean_sd([r[f'best_val/{t.metric_key}'] for r in results[label]])}"
+                                             for t in tasks))
 
     lines = [f"# {study.name}: seed repeats ({len(seeds)} seeds, {span}; mean ± sd over seeds)", "",
-             "Each task's best val score over epochs, and the test score of that epoch's checkpoint. "
-             "`*` marks the tasks a trial was the val-selected best for.", "",
+             "Each task's best val score over epochs; the test score of that epoch's checkpoint only where val "
+             "selected the config for the task (`*`), so test is read once per task, for the selected model.", "",
              "| config | split | " + " | ".join(f"{t.name} {t.primary_metric}" for t in tasks) + " |",
              "|---|---|" + "---:|" * len(tasks)]
     for label, _, best_for in configs:
         for split, prefix in (("val", "best_val"), ("test", "test")):
-            cells = [mean_sd([r[f"{prefix}/{t.metric_key}"] for r in results[label]]) + ("*" if t.name in best_for else "")
+            cells = [("·" if split == "test" and t.name not in best_for else
+                      mean_sd([r[f"{prefix}/{t.metric_key}"] for r in results[label]]) + ("*" if t.name in best_for else ""))
                      for t in tasks]
             lines.append(f"| {label} | {split} | " + " | ".join(cells) + " |")
     out = Path("reports") / study.name

@@ -1,7 +1,9 @@
 """`python -m mtl pareto <study>` (`make pareto STUDY=...`): the Pareto-best trials and the best trial per task.
 
 Reads the study's completed trials (mtl/selection.py: Optuna's `best_trials`, cross-checked against a
-brute-force front and the scores logged in MLflow), prints the table, tags the MLflow runs (`pareto`,
+brute-force front and the scores logged in MLflow), prints the table, each task's best against its
+runner-up as a paired difference (Holm over the tasks), for studies that search `method` the per-method
+table of means with Holm-corrected differences against `fixed` (mtl/reports.py), tags the MLflow runs (`pareto`,
 `best_for`), registers each task's best checkpoint as model `<study>` with alias `best-<task>`
 (mtl/registry.py), removes dominated trials' checkpoint files, and draws the front and the members' val
 curves into `reports/<study>/` and onto the parent run.
@@ -13,9 +15,10 @@ from pathlib import Path
 
 from mtl import plots, tracking
 from mtl.data.manifest import load_manifest
+from mtl.inference import CheckpointCache
 from mtl.registry import register_best, remove_dominated_checkpoints
-from mtl.reports import delta_m_of, front_table, methods_table, score_cell
-from mtl.runs import find_parent
+from mtl.reports import best_vs_runner_up, delta_m_of, front_table, method_of, methods_table, score_cell
+from mtl.runs import find_parent, single_task_stats
 from mtl.selection import select
 
 
@@ -41,16 +44,24 @@ def main(args) -> int:
             cells += score_cell(*delta_m_of(attrs[m.number]), digits=1).rjust(width)
         print(f"{m.number:>6}  {m.run_id[:8]:<10}{cells}  " + ",".join(best_for.get(m.number, [])))
     print(f"{len(front)} Pareto member(s) of {len(members)} completed trial(s); val score [95 % group-bootstrap "
-          f"interval]. Intervals that overlap say the members' difference on that task may be luck."
-          + (" Δm %: mean relative gain over the single-task baselines (Maninis et al. 2019), paired interval."
-             if has_dm else ""))
-    table = methods_table(study, s, members)
+          f"interval]." + (" Δm %: mean relative gain over the single-task baselines (Maninis et al. 2019), paired "
+                           "interval." if has_dm else ""))
+    manifest = load_manifest(study.manifest)
+    cache = CheckpointCache(client, manifest, "val")
+    print("\n" + best_vs_runner_up(study, manifest, best, members, cache.task_output))
+    tasks = [manifest.task(n) for n in study.objectives]
+    table = None
+    if len({method_of(t.params) for t in s.trials} - {None}) > 1:
+        single = s.user_attrs.get("single_task_runs", {})
+        single_stats = single_task_stats(tasks, manifest, single) if set(single) >= set(study.objectives) else None
+        outputs = {m.number: cache.member(m.run_id, tasks) for m in members}
+        table = methods_table(study, s, members, manifest, outputs, single_stats)
     if table:
         print("\n" + table)
     for m in members:
         client.set_tag(m.run_id, "pareto", str(m.number in front_ids).lower())
         client.set_tag(m.run_id, "best_for", ",".join(best_for.get(m.number, [])))
-    versions = register_best(client, study.name, best, load_manifest(study.manifest))
+    versions = register_best(client, study.name, best, manifest)
     if not study.configs and not getattr(args, "keep_checkpoints", False):
         n, freed = remove_dominated_checkpoints(client, members, front)
         if n:

@@ -134,10 +134,11 @@ def summary_table(s: optuna.Study, tasks) -> str:
     width = 24
     head = f"{'trial':>6} {'state':<9}" + "".join(f"{t.name[:width - 2]:>{width}}" for t in tasks) + "  pareto"
     lines = [head]
-    best = {}  # each task's best completed trial, ties to the earliest (the rule pareto and its aliases use)
+    best = {}  # each task's best Pareto member, ties to the earliest: the rule pareto and its aliases use
     if complete:
-        rows = best_per_task([list(t.values) for t in complete], [t.direction for t in tasks])
-        best = {task.name: complete[i].number for task, i in zip(tasks, rows)}
+        front = sorted((t for t in complete if t.number in pareto), key=lambda t: t.number)
+        rows = best_per_task([list(t.values) for t in front], [t.direction for t in tasks])
+        best = {task.name: front[i].number for task, i in zip(tasks, rows)}
     for t in s.trials:
         cells = ""
         for i, task in enumerate(tasks):
