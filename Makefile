@@ -48,8 +48,8 @@ ui: $(STAMP) ## MLflow UI over the same store: make ui [PORT=5000] [HOST=127.0.0
 ui-check: $(DATA_STAMP) ## the MLflow UI in headless chromium over a tiny study: screenshots in reports/ui/
 	MTL_UI_CHECK=1 $(BIN)/pytest -q -m slow tests/test_ui.py
 
-pareto: $(STAMP) ## Pareto front + best trial per task, tags, registry aliases, plots: make pareto STUDY=s
-	$(BIN)/python -m mtl pareto $(STUDY)
+pareto: $(STAMP) ## Pareto front + best trial per task, tags, registry aliases, plots: make pareto STUDY=s [PREFER=simplest]
+	$(BIN)/python -m mtl pareto $(STUDY) $(if $(PREFER),--prefer $(PREFER))
 
 ensemble: $(DATA_STAMP) ## ensembles chosen on val, judged once on test -> reports/<study>/report.md: make ensemble STUDY=s
 	$(BIN)/python -m mtl ensemble $(STUDY) $(if $(TOP_K),--top-k $(TOP_K))

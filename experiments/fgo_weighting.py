@@ -10,9 +10,9 @@ epochs and warm start) give each trial's Δm % (Maninis et al. 2019).
 
 What is shared: the PRETRAIN backbone of fgo_regularization is loaded, its stages up to layer3 are frozen
 (their outputs cached once per process), and layer4 plus a 256-wide trunk are trained by every method —
-the parameters where task gradients can conflict. Defaults took 35 minutes on 2 CPU cores on fresh
-stores (pretrain 6, the five baselines 3.5, 28 trials of about 50 s each 25); a trained layer4 makes
-each trial's checkpoints about 34 MB a file.
+the parameters where task gradients can conflict. With REPEATS=3 the defaults took 12 minutes on 2 CPU
+cores on fresh stores (the five baselines and 42 trials of about 15 s; measured with the earlier pretrain
+stage at 64 px); a trained layer4 makes each trial's checkpoints about 34 MB a file.
 
     make tune STUDY=fgo_weighting && make pareto STUDY=fgo_weighting
 """
@@ -32,8 +32,8 @@ SINGLE_TASK_BASELINES = True
 PLAIN_SUM = {f"loss_weight.{t}": 1.0 for t in OBJECTIVES}
 ENQUEUE = [{"method": m, "repeat": r, **(PLAIN_SUM if m == "fixed" and r == 0 else {})}
            for r in range(REPEATS) for m in METHODS]
-PRETRAIN = TrainConfig(backbone="resnet18", image_size=64, batch_size=32, epochs=30, augment=True)
-BASE = TrainConfig(backbone="resnet18", image_size=64, batch_size=32, freeze="layer3", augment=False,
+PRETRAIN = TrainConfig(backbone="resnet18", image_size=48, batch_size=64, epochs=8, augment=False)
+BASE = TrainConfig(backbone="resnet18", image_size=48, batch_size=32, freeze="layer3", augment=False,
                    trunk_dims=[256], lr_backbone=5e-4, lr_heads=1e-3, scheduler="cosine")
 
 

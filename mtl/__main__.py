@@ -84,6 +84,9 @@ def _add_studies(sub) -> None:
     p.add_argument("study")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the checkpoints of dominated trials (by default removed: no front can hold them again)")
+    p.add_argument("--prefer", choices=("best", "simplest"), default="best",
+                   help="per task, register the nominal best (default) or, among the front's trials tied with it on "
+                        "val, the one with the fewest trainable parameters (the one-standard-error rule)")
     _storage(p)
     p.set_defaults(func="mtl.commands.pareto:main")
 

@@ -168,6 +168,12 @@ def holm(p_values: list[float]) -> list[float]:
     return out
 
 
+def resamples_for(m: int, level: float = LEVEL) -> int:
+    """Resamples a family of m comparisons needs: a bootstrap p-value is at least 2 / (B + 1), and Holm's
+    first step asks for p < alpha / m, so B must exceed 2 m / alpha; ten times that leaves room to reject."""
+    return max(N_RESAMPLES, math.ceil(20 * m / (1 - level)))
+
+
 @dataclass(frozen=True)
 class Judged:
     """One comparison of a family, judged with Holm: the difference with its interval at the level Holm
@@ -198,6 +204,10 @@ class Family:
         """key -> Judged. A verdict is 'better'/'worse' only where the Holm-adjusted p-value is below alpha."""
         alpha = 1 - self.level
         ps = [p_value(reps) for _, _, _, reps in self.items]
+        too_few = [len(reps) for _, _, _, reps in self.items if 2 / (len(reps) + 1) >= alpha / len(self.items)]
+        if too_few:  # no p-value could pass Holm's first step: every verdict would be "no clear difference"
+            raise ValueError(f"{min(too_few)} resamples cannot reject anything in a family of {len(self.items)}; "
+                             f"use resamples_for({len(self.items)}) = {resamples_for(len(self.items), self.level)}")
         adj = holm(ps)
         order = sorted((i for i, p in enumerate(ps) if math.isfinite(p)), key=lambda i: ps[i])
         m = len(order)

@@ -7,6 +7,9 @@ Also `freeze`, which stops gradients *and* keeps frozen BatchNorm/Dropout layers
 
 from __future__ import annotations
 
+import socket
+import threading
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -28,8 +31,37 @@ def dense_block(in_dim: int, dims: list[int], bn_momentum: float, bn_eps: float,
     return nn.Sequential(*layers)
 
 
+CONNECT_TIMEOUT = 5.0  # seconds to reach the weights' server (name lookup included) before saying offline
+READ_TIMEOUT = 60.0  # a stalled download fails instead of hanging
+
+
+def weights_cache_path(w) -> Path:
+    """Where torchvision keeps (and looks for) a weights file: the torch hub cache (`TORCH_HOME`)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+
+
+def unreachable(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
+    """None when the server answers within `timeout` seconds, else why not (DNS included: the probe runs in a
+    thread that is given up on at the deadline)."""
+    result: dict[str, str] = {}
+
+    def probe():
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+            result["ok"] = ""
+        except Exception as e:  # noqa: BLE001 - any failure means: not reachable from here
+            result["error"] = str(getattr(e, "reason", e))
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    return None if "ok" in result else result.get("error", f"no answer within {timeout:g} s")
+
+
 def resolve_weights(backbone: str, weights: str | None):
-    """torchvision weights enum for `weights` ('DEFAULT' or an enum name), checked to be cached locally."""
+    """torchvision weights enum for `weights` ('DEFAULT' or an enum name). Not cached yet: downloaded
+    through torchvision's own path into the torch hub cache, after a short check that the server
+    answers; offline, one line naming the file to copy there."""
     if not weights:
         return None
     try:
@@ -37,11 +69,12 @@ def resolve_weights(backbone: str, weights: str | None):
         w = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
     except (KeyError, ValueError):
         raise UserError(f"backbone '{backbone}' has no weights '{weights}'") from None
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+    cached = weights_cache_path(w)
     if not cached.is_file():
-        # get_model would try to download and hang or fail deep inside urllib: say what to do instead
-        raise UserError(f"weights {w} are not cached at {cached} and nothing can be downloaded here; "
-                        f"copy the file there or use weights=None")
+        why = unreachable(w.url)
+        if why is not None:
+            raise UserError(f"weights {w} are not cached at {cached} and cannot be downloaded from {w.url} ({why}); "
+                            f"copy that file to {cached} or use weights=None")
     return w
 
 
@@ -49,7 +82,15 @@ def make_backbone(name: str, weights: str | None = None) -> tuple[nn.Module, int
     """A torchvision classifier by name with its classifier replaced by identity, and its feature size."""
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise UserError(f"unknown backbone '{name}' (try resnet18, resnet50, mobilenet_v3_small, efficientnet_b0)")
-    net = torchvision.models.get_model(name, weights=resolve_weights(name, weights))
+    w = resolve_weights(name, weights)
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(READ_TIMEOUT)  # torch.hub's download has no timeout of its own
+    try:
+        net = torchvision.models.get_model(name, weights=w)
+    except OSError as e:  # a download that broke off: torch.hub removes its partial file
+        raise UserError(f"downloading {w} to {weights_cache_path(w)} failed ({e}); try again or copy the file there") from None
+    finally:
+        socket.setdefaulttimeout(old)
     for attr in ("fc", "classifier", "heads", "head"):
         head = getattr(net, attr, None)
         if head is None:

@@ -18,6 +18,8 @@ import torch
 
 from mtl import tracking
 from mtl.bootstrap import sample_stats, split_intervals
+from mtl.data.manifest import load_manifest
+from mtl.data.pretext import rotation_manifest
 from mtl.studies import PARENT_TAG, ROLE_TAG, STUDY_TAG, Study
 from mtl.training import fit
 
@@ -54,22 +56,26 @@ def find_or_train(client, role: str, key: str, experiment_id: str, name: str, pa
 
 def ensure_pretrain(study: Study, manifest, client, experiment_id: str, parent_id: str | None) -> str | None:
     """The study's PRETRAIN stage, trained once (role `pretrain`, under the parent) and reused by every
-    trial, worker, resume and any study with the same stage. Returns its checkpoint as a `runs:/` URI,
-    which every machine can resolve."""
+    trial, worker, resume and any study with the same stage. It never sees a target label or a val/test
+    image: it learns rotation prediction on the train images (mtl/data/pretext.py). Returns its
+    checkpoint as a `runs:/` URI, which every machine can resolve."""
     if study.pretrain is None:
         return None
+    pretext = load_manifest(rotation_manifest(manifest))
 
     def train(run):
-        print(f"pretrain stage ({study.pretrain.epochs} epochs, {study.pretrain.backbone}): training it once")
-        run.log_params({**tracking.flatten_config(study.pretrain), "manifest": study.manifest})
+        print(f"pretrain stage ({study.pretrain.epochs} epochs, {study.pretrain.backbone}, rotation prediction on "
+              f"{len(pretext.rows('train'))} rotated train images, no label): training it once")
+        run.log_params({**tracking.flatten_config(study.pretrain), "manifest": study.manifest,
+                        "pretext": "rotation", "pretext_manifest": str(pretext.path)})
         with tempfile.TemporaryDirectory(prefix="mtl-pretrain-") as tmp:
-            result = fit(study.pretrain, manifest, Path(tmp) / "checkpoints", on_epoch=run.log_epoch)
+            result = fit(study.pretrain, pretext, Path(tmp) / "checkpoints", on_epoch=run.log_epoch)
             ckpt = f"epoch-{result.history[-1]['epoch']}.pt"
             run.log_artifact(result.checkpoint_dir / ckpt, "checkpoints")
             run.set_tags({"checkpoint": ckpt})
 
-    found = find_or_train(client, "pretrain", run_key(study.pretrain.to_dict(), manifest), experiment_id, "pretrain",
-                          parent_id, {STUDY_TAG: study.name}, train)
+    found = find_or_train(client, "pretrain", run_key({"cfg": study.pretrain.to_dict(), "pretext": "rotation"}, pretext),
+                          experiment_id, "pretrain", parent_id, {STUDY_TAG: study.name}, train)
     return f"runs:/{found.info.run_id}/checkpoints/{found.data.tags['checkpoint']}"
 
 

@@ -134,7 +134,9 @@ class Objective:
                         | {f"best_val/{t.metric_key}_{e}": getattr(ci[t.name], e) for t in self.tasks
                            for e in ("lo", "hi")}
                         | {f"best_epoch/{t.name}": result.best[t.name]["epoch"] for t in self.tasks}
-                        | {"trial_seconds": seconds, "epochs_run": len(result.history)})
+                        | {"trial_seconds": seconds, "epochs_run": len(result.history),
+                           "trainable_params": result.trainable_params})
+        trial.set_user_attr("trainable_params", result.trainable_params)
         if self.single_stats:
             targets, masks = self.manifest.targets("val")
             stats = {t.name: sample_stats(t, result.val_outputs[t.name], targets[t.name], masks[t.name])

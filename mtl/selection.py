@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtl import tracking
+from mtl.bootstrap import GroupBootstrap, sample_stats
 from mtl.errors import UserError
 from mtl.front import best_per_task, pareto_front
 from mtl.storage import directions_of, open_existing
@@ -59,3 +60,30 @@ def compared_members(study, storage: str | None = None) -> list[tuple[str, str]]
     if Path(base.manifest).resolve() != Path(study.manifest).resolve() or set(base.objectives) != set(study.objectives):
         return []
     return [(str(t.params.get("round", f"trial-{t.number}")), t.user_attrs["mlflow_run_id"]) for t in done]
+
+
+def tied_with_best(tasks, manifest, members: list[Member], best: dict[str, Member], task_output) -> dict[str, list[Member]]:
+    """Per task, the completed trials whose paired val difference from that task's best has a 95 % interval
+    containing 0 (the best itself included): the trials the val split cannot tell apart from the best.
+    `task_output(run_id, task)` gives a trial's val outputs for the task (its best epoch's)."""
+    targets, masks = manifest.targets("val")
+    boot = GroupBootstrap(manifest.groups("val"))
+    out = {}
+    for t in tasks:
+        top = best[t.name]
+        ref = sample_stats(t, task_output(top.run_id, t.name), targets[t.name], masks[t.name])
+        out[t.name] = [m for m in members if m.number == top.number or _contains_zero(boot.paired(
+            t, sample_stats(t, task_output(m.run_id, t.name), targets[t.name], masks[t.name]), ref))]
+    return out
+
+
+def _contains_zero(d) -> bool:
+    return not (math.isfinite(d.lo) and math.isfinite(d.hi)) or d.lo <= 0 <= d.hi
+
+
+def simplest(tied: list[Member], trainable: dict[int, int], front: list[Member]) -> Member:
+    """`--prefer simplest`: among the tied trials still on the front (dominated ones lose their checkpoints),
+    the one with the fewest trainable parameters; ties to the earliest trial."""
+    on_front = {m.number for m in front}
+    candidates = [m for m in tied if m.number in on_front]
+    return min(candidates, key=lambda m: (trainable.get(m.number, math.inf), m.number))

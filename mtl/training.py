@@ -196,6 +196,7 @@ class FitResult:
     checkpoint_dir: Path | None
     stopped_early: bool = False
     val_outputs: dict = field(default_factory=dict)  # task -> val outputs at that task's best epoch
+    trainable_params: int = 0  # parameters the optimiser updated (the model's size as tuning sees it)
 
 
 def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_epoch=None,
@@ -237,7 +238,8 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
                                     history[-1]["epoch"])
         torch.save({"split": "val", "images": [str(p) for p in manifest.rows("val")["image"]],
                     "outputs": best.outputs}, ckpt_dir / VAL_OUTPUTS)
-    return FitResult(history, best.best, ckpt_dir, stopped, best.outputs)
+    return FitResult(history, best.best, ckpt_dir, stopped, best.outputs,
+                     sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def setup(cfg: TrainConfig, manifest: Manifest, device, resume: dict | None, finetune: str | None,

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torchvision
 
 from mtl.config import TrainConfig
 from mtl.data.manifest import load_manifest
@@ -44,11 +45,39 @@ def test_other_backbones(backbone):
     assert net(torch.randn(2, 3, 32, 32))["race"].shape == (2, 5)
 
 
-def test_unknown_backbone_and_uncached_weights_are_clear():
+def test_unknown_backbone_and_offline_weights_are_one_fast_line(tmp_path, monkeypatch):
+    """weights=DEFAULT goes through torchvision's download; with no network it fails within 10 s in one
+    line naming the cache file to copy (a machine with a network downloads it instead)."""
+    import time
+
+    from mtl.model import unreachable, weights_cache_path
     with pytest.raises(UserError, match="unknown backbone"):
         HydraNet(KINDS, "resnet9000")
-    with pytest.raises(UserError, match="not cached"):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    w = torchvision.models.ResNet18_Weights.DEFAULT
+    if unreachable(w.url) is None:
+        pytest.skip("this machine reaches download.pytorch.org: the weights would be downloaded")
+    t0 = time.perf_counter()
+    with pytest.raises(UserError) as e:
         HydraNet(KINDS, "resnet18", weights="DEFAULT")
+    assert time.perf_counter() - t0 < 10
+    msg = str(e.value)
+    assert "\n" not in msg and "cannot be downloaded" in msg and str(weights_cache_path(w)) in msg
+    assert weights_cache_path(w) == tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert not (tmp_path / "hub" / "checkpoints").exists() or not any((tmp_path / "hub" / "checkpoints").iterdir())
+
+
+def test_weights_placed_in_the_hub_cache_are_loaded(tmp_path, monkeypatch):
+    """What a user without a network does: copy the file into the torch hub cache under its own name."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(3)
+    placed = torchvision.models.resnet18().state_dict()
+    path = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(placed, path)
+    net = HydraNet(KINDS, "resnet18", weights="DEFAULT")
+    assert torch.equal(net.backbone.conv1.weight, placed["conv1.weight"])
+    assert torch.equal(net.backbone.layer4[1].bn2.running_var, placed["layer4.1.bn2.running_var"])
 
 
 def _finetune_head_a(model, use_freeze: bool) -> None:

@@ -107,9 +107,14 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     assert main(["pareto", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "Pareto member(s) of 3 completed trial(s)" in out
+    assert "Tied with the task's best on val" in out and "Best trial vs runner-up per task" in out
     client = mlflow.MlflowClient()
     runs = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'trial'",
                               output_format="list")
+    for task in ("gender", "colors"):  # each task's best is among the trials tied with it
+        best_run = next(r for r in runs if task in r.data.tags["best_for"].split(","))
+        assert task in best_run.data.tags["tied_best_for"].split(",")
+    assert all(r.data.metrics["trainable_params"] > 0 for r in runs)
     assert {r.data.tags["pareto"] for r in runs} <= {"true", "false"} and any(r.data.tags["pareto"] == "true"
                                                                              for r in runs)
     best_for = ",".join(r.data.tags["best_for"] for r in runs)
@@ -149,6 +154,9 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     assert main(["ensemble", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "| routing |" in out and "averaging" in out and "trial-" in out
+    report = (tiny_study / "reports/tiny/report.md").read_text()
+    curse = report.split("winner's curse")[1]
+    assert "tied with the tuned best on val" in curse and "→" in curse and " of 3 |" in curse
     assert (tiny_study / "reports/tiny/ensemble_test.csv").is_file()
     ens = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
                              output_format="list")
@@ -360,3 +368,20 @@ def test_prune_dominated_removes_only_checkpoint_files(isolated_stores, fgo_smal
     assert {"checkpoints/index.json", "checkpoints/val_outputs.pt"} <= set(gone)
     assert client.get_run(runs[1].info.run_id).data.tags["checkpoints"].startswith("removed")
     assert remove_dominated_checkpoints(client, members, front=members[:1]) == (0, 0)  # idempotent
+
+
+def test_prefer_simplest_registers_the_smallest_tied_front_member(tiny_study, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
+    monkeypatch.chdir(tiny_study)
+    assert main(["pareto", "tiny", "--prefer", "simplest"]) == 0
+    client = mlflow.MlflowClient()
+    runs = {r.info.run_id: r for r in mlflow.search_runs(experiment_names=["tiny"],
+                                                         filter_string="tags.`mtl.role` = 'trial'", output_format="list")}
+    for task in ("gender", "region", "fighting_style", "alignment", "colors"):
+        chosen = runs[client.get_model_version_by_alias("tiny", f"best-{task}").run_id]
+        tied = [r for r in runs.values() if task in r.data.tags["tied_best_for"].split(",")
+                and r.data.tags["pareto"] == "true"]
+        assert chosen.info.run_id in {r.info.run_id for r in tied} and chosen.data.metrics["trainable_params"] == min(
+            r.data.metrics["trainable_params"] for r in tied)
+    assert main(["pareto", "tiny"]) == 0  # back to the nominal best

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -132,6 +133,45 @@ PRETRAINED = STUDY.replace("TRIALS = 2", '''TRIALS = 2
 PRETRAIN = TrainConfig(image_size=32, batch_size=16, epochs=1)''').replace(
     "BASE = TrainConfig(image_size=32, batch_size=16)",
     'BASE = TrainConfig(image_size=32, batch_size=16, freeze="layer3", augment=False)')
+
+
+def test_pretrain_stage_reads_no_target_label_and_no_val_or_test_image(isolated_stores, fgo_small, monkeypatch):
+    """Spies on every image opened and every label read while the stage is built and trained: only the
+    train split's images (and their rotated copies) are opened, and no target column is read."""
+    import PIL.Image
+
+    from mtl.data.manifest import Manifest
+    from mtl.data.pretext import ROTATIONS
+    from mtl.runs import ensure_pretrain
+    from mtl.studies import load_study
+    (isolated_stores / "experiments").mkdir()
+    (isolated_stores / "experiments" / "pre.py").write_text(PRETRAINED.format(manifest=fgo_small))
+    study, m = load_study("pre"), load_manifest(fgo_small)
+    opened, targets = [], []
+    real_open, real_targets = PIL.Image.open, Manifest.targets
+    monkeypatch.setattr(PIL.Image, "open", lambda fp, *a, **k: (opened.append(Path(fp).resolve()), real_open(fp, *a, **k))[1])
+    monkeypatch.setattr(Manifest, "targets", lambda self, split: (targets.append((self.path, split)),
+                                                                   real_targets(self, split))[1])
+    label_columns = [t.name for t in m.tasks]
+    m.table = m.table.assign(**{c: "" for c in label_columns})  # had the stage read a label, it would find none
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("pre")
+    uri = ensure_pretrain(study, m, client, exp, None)
+    assert uri.startswith("runs:/")
+    train = {(m.root / p).resolve() for p in m.rows("train")["image"]}
+    heldout = {(m.root / p).resolve() for p in pd_concat(m.rows("val"), m.rows("test"))["image"]}
+    assert opened and not (set(opened) & heldout)
+    assert {p for p in opened if p in train} == train  # every train image, each rotated 4 ways below
+    rotated = [p for p in opened if p not in train]
+    assert rotated and all(p.stem.endswith(tuple(f"-r{r}" for r in ROTATIONS)) for p in rotated)
+    assert all(path != m.path for path, _ in targets)  # only the pretext manifest's rotation labels
+    run = client.get_run(uri.split("/")[1])
+    assert run.data.params["pretext"] == "rotation" and "val/rotation/acc" in run.data.metrics
+
+
+def pd_concat(*frames):
+    import pandas as pd
+    return pd.concat(frames)
 
 
 def test_pretrain_stage_is_trained_once_and_warm_starts_every_trial(isolated_stores, fgo_small):

@@ -17,8 +17,8 @@ from mtl.combine import greedy_select
 from mtl.early_stop import Curve, EarlyStop, completed_curves, curve_key, should_stop
 from mtl.errors import UserError
 from mtl.front import dominates
-from mtl.reports import best_vs_runner_up, methods_table
 from mtl.selection import Member
+from mtl.tables import best_vs_runner_up, methods_table
 from mtl.tasks import Task
 
 MAX2 = ["maximize", "maximize"]
@@ -236,3 +236,24 @@ def test_tune_summary_and_pareto_aliases_break_ties_alike(isolated_stores, fgo_s
     gender_best = [n for n, line in rows.items() if line.split("]")[1].startswith("^")]
     region_best = [n for n, line in rows.items() if line.split("]")[2].startswith("^")]
     assert gender_best == [1] and region_best == [3]
+
+
+def test_tied_with_best_and_prefer_simplest_on_a_constructed_case():
+    """Trial 0 is the best; trial 1 is one image worse (tied), trial 2 far worse (not tied), trial 3 equal to
+    trial 0. Simplest among the tied front members: the one with fewest trainable parameters, earliest on ties."""
+    from mtl.selection import simplest, tied_with_best
+    m = Split(["a"], groups=50, per=4, seed=5)
+    n = len(m.group)
+    rng = np.random.default_rng(2)
+    best = rng.random(n) < 0.8
+    one_worse = best.copy()
+    one_worse[np.flatnonzero(best)[0]] = False
+    far = rng.random(n) < 0.4
+    outs = {f"r{i}": m.outputs({"a": c}) for i, c in enumerate([best, one_worse, far, best.copy()])}
+    members = [Member(i, f"r{i}", [0.0]) for i in range(4)]
+    tied = tied_with_best(m.tasks, m, members, {"a": members[0]}, lambda run, t: outs[run][t])
+    assert [x.number for x in tied["a"]] == [0, 1, 3]
+    trainable = {0: 5_000, 1: 1_000, 2: 10, 3: 1_000}
+    assert simplest(tied["a"], trainable, members).number == 1  # fewest parameters, earliest of 1 and 3
+    assert simplest(tied["a"], trainable, [members[0], members[3]]).number == 3  # only front members qualify
+    assert simplest(tied["a"], {}, members).number == 0  # unknown sizes: the nominal order

@@ -20,21 +20,23 @@ from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.inference import CheckpointCache
 from mtl.registry import register_ensemble
-from mtl.reports import SINGLE, final_scores, to_markdown, write_report
+from mtl.reports import SINGLE, Selection, final_scores, to_markdown, write_report
 from mtl.runs import find_parent
-from mtl.selection import compared_members, select
+from mtl.selection import compared_members, select, tied_with_best
 
 
 def main(args) -> int:
     if args.top_k < 0:
         raise UserError(f"--top-k {args.top_k}: must be 0 (the whole front) or a positive number")
-    study, s, front, best, _ = select(args.study, args.storage)
+    study, s, front, best, all_members = select(args.study, args.storage)
     manifest = load_manifest(study.manifest, check_images=True)
     tasks = [manifest.task(n) for n in study.objectives]
     client = tracking.get_client()
     values = {m.number: m.values for m in front}
-    choices = select_on_val(tasks, manifest, CheckpointCache(client, manifest, "val"), front, best,
-                            lambda m: values[m.number], args.top_k)
+    val_cache = CheckpointCache(client, manifest, "val")
+    choices = select_on_val(tasks, manifest, val_cache, front, best, lambda m: values[m.number], args.top_k)
+    tied = tied_with_best(tasks, manifest, all_members, best, val_cache.task_output)  # val: before test is read
+    selection = Selection(len(all_members), {t: len(ms) for t, ms in tied.items()}, values)
 
     test = CheckpointCache(client, manifest, "test")
     members = {m.number: test.member(m.run_id, tasks) for m in front}
@@ -59,7 +61,7 @@ def main(args) -> int:
     table.to_csv(out / "ensemble_test.csv", index_label="model")
     md = to_markdown(final, tasks, choices)
     (out / "ensemble_test.md").write_text(md)
-    report = write_report(out / "report.md", study, manifest, tasks, final, choices, [n for n, _ in rounds])
+    report = write_report(out / "report.md", study, manifest, tasks, final, choices, [n for n, _ in rounds], selection)
     print(md)
 
     exp = tracking.ensure_experiment(client, study.name)

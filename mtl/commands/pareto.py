@@ -11,20 +11,34 @@ curves into `reports/<study>/` and onto the parent run.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from mtl import plots, tracking
 from mtl.data.manifest import load_manifest
 from mtl.inference import CheckpointCache
 from mtl.registry import register_best, remove_dominated_checkpoints
-from mtl.reports import best_vs_runner_up, delta_m_of, front_table, method_of, methods_table, score_cell
+from mtl.reports import delta_m_of, score_cell
 from mtl.runs import find_parent, single_task_stats
-from mtl.selection import select
+from mtl.selection import select, simplest, tied_with_best
+from mtl.tables import best_vs_runner_up, front_table, method_of, methods_table
 
 
 def main(args) -> int:
     study, s, front, best, members = select(args.study, args.storage)
     client = tracking.get_client()
+    manifest = load_manifest(study.manifest)
+    cache = CheckpointCache(client, manifest, "val")
+    tasks = [manifest.task(n) for n in study.objectives]
+    tied = tied_with_best(tasks, manifest, members, best, cache.task_output)
+    runner_up = best_vs_runner_up(study, manifest, best, members, cache.task_output)
+    if getattr(args, "prefer", "best") == "simplest":  # the one-standard-error rule, per task, on the front
+        trainable = {t.number: t.user_attrs.get("trainable_params", math.inf) for t in s.trials}
+        nominal, best = best, {task: simplest(tied[task], trainable, front) for task in best}
+        for task, m in best.items():
+            if m.number != nominal[task].number:
+                print(f"--prefer simplest: {task} -> trial {m.number} ({trainable[m.number]:,} trainable parameters), "
+                      f"tied on val with the nominal best, trial {nominal[task].number} ({trainable[nominal[task].number]:,})")
     front_ids = {m.number for m in front}
     best_for = {}
     for task, m in best.items():
@@ -46,10 +60,9 @@ def main(args) -> int:
     print(f"{len(front)} Pareto member(s) of {len(members)} completed trial(s); val score [95 % group-bootstrap "
           f"interval]." + (" Δm %: mean relative gain over the single-task baselines (Maninis et al. 2019), paired "
                            "interval." if has_dm else ""))
-    manifest = load_manifest(study.manifest)
-    cache = CheckpointCache(client, manifest, "val")
-    print("\n" + best_vs_runner_up(study, manifest, best, members, cache.task_output))
-    tasks = [manifest.task(n) for n in study.objectives]
+    print("\n" + runner_up)
+    print(f"\nTied with the task's best on val (paired 95 % interval of the difference contains 0), of {len(members)} "
+          "completed: " + ", ".join(f"{t} {len(ms)}" for t, ms in tied.items()))
     table = None
     if len({method_of(t.params) for t in s.trials} - {None}) > 1:
         single = s.user_attrs.get("single_task_runs", {})
@@ -58,9 +71,14 @@ def main(args) -> int:
         table = methods_table(study, s, members, manifest, outputs, single_stats)
     if table:
         print("\n" + table)
+    tied_for: dict[int, list[str]] = {}
+    for task, ms in tied.items():
+        for m in ms:
+            tied_for.setdefault(m.number, []).append(task)
     for m in members:
         client.set_tag(m.run_id, "pareto", str(m.number in front_ids).lower())
         client.set_tag(m.run_id, "best_for", ",".join(best_for.get(m.number, [])))
+        client.set_tag(m.run_id, "tied_best_for", ",".join(tied_for.get(m.number, [])))
     versions = register_best(client, study.name, best, manifest)
     if not study.configs and not getattr(args, "keep_checkpoints", False):
         n, freed = remove_dominated_checkpoints(client, members, front)

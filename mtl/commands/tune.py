@@ -20,8 +20,10 @@ from mtl import tracking
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.front import best_per_task
+from mtl.inference import CheckpointCache
 from mtl.runs import ensure_pretrain, ensure_single_task, parent_run
 from mtl.search import Launch, worker
+from mtl.selection import select, tied_with_best
 from mtl.storage import default_storage, fail_stale_trials, open_study, pending_entries
 from mtl.studies import check_search_space, load_study
 
@@ -121,6 +123,15 @@ def main(args) -> int:
     s = open_study(study, storage_url, [t.direction for t in tasks], [f"val/{t.metric_key}" for t in tasks])
     client.log_metric(parent_id, "wall_seconds", wall, step=len(s.trials))
     print(summary_table(s, tasks))
+    if any(t.state == TrialState.COMPLETE for t in s.trials):
+        try:
+            _, _, _, best, members = select(study.name, storage_url)
+        except UserError as e:  # e.g. a completed trial without its MLflow run: the table above still stands
+            print(f"(no tied counts: {e})")
+        else:
+            tied = tied_with_best(tasks, manifest, members, best, CheckpointCache(client, manifest, "val").task_output)
+            print(f"tied with the task's best on val (paired 95 % interval contains 0), of {len(members)} completed: "
+                  + ", ".join(f"{t} {len(ms)}" for t, ms in tied.items()))
     print(f"\nwall time {wall:.0f}s.  Compare runs: make ui, then open http://127.0.0.1:5000/#/experiments/"
           f"{experiment_id}/runs?workflowType=machine_learning ;  next: make pareto STUDY={study.name}")
     return 0 if status == "FINISHED" else 1
