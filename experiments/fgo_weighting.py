@@ -32,8 +32,8 @@ SINGLE_TASK_BASELINES = True
 PLAIN_SUM = {f"loss_weight.{t}": 1.0 for t in OBJECTIVES}
 ENQUEUE = [{"method": m, "repeat": r, **(PLAIN_SUM if m == "fixed" and r == 0 else {})}
            for r in range(REPEATS) for m in METHODS]
-PRETRAIN = TrainConfig(backbone="resnet18", image_size=48, batch_size=64, epochs=8, augment=False)
-BASE = TrainConfig(backbone="resnet18", image_size=48, batch_size=32, freeze="layer3", augment=False,
+PRETRAIN = TrainConfig(backbone="resnet18", image_size=40, batch_size=64, epochs=8, augment=False)
+BASE = TrainConfig(backbone="resnet18", image_size=40, batch_size=32, freeze="layer3", augment=False,
                    trunk_dims=[256], lr_backbone=5e-4, lr_heads=1e-3, scheduler="cosine")
 
 

@@ -23,8 +23,15 @@ if globals().get("CONFIGS"):
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in EXPERIMENTS.glob("*.py") if not p.name.startswith("_")))
-def test_every_committed_study_trains_one_trial(name, isolated_stores, fgo_small, utk_small, capsys):
+def test_every_committed_study_trains_one_trial(name, isolated_stores, fgo_small, utk_small, capsys, monkeypatch):
     text = (EXPERIMENTS / f"{name}.py").read_text()
+    if 'weights="DEFAULT"' in text:  # offline: the weights file a user would copy into the torch hub cache
+        import torch
+        import torchvision
+        monkeypatch.setenv("TORCH_HOME", str(isolated_stores / "torch"))
+        cached = isolated_stores / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+        cached.parent.mkdir(parents=True)
+        torch.save(torchvision.models.resnet18().state_dict(), cached)
     small = utk_small if "utk_synth" in text else fgo_small
     text = text.replace("data_manifests/utk_synth.csv" if "utk_synth" in text else "data_manifests/fgo_synth.csv",
                         str(small))
@@ -38,3 +45,27 @@ def test_every_committed_study_trains_one_trial(name, isolated_stores, fgo_small
     finished = [t for t in s.trials if t.state.is_finished()]  # queued rounds/entries wait for later runs
     assert [t.state for t in finished] == [optuna.trial.TrialState.COMPLETE]
     assert len(finished[0].user_attrs["val_curve"]) == 1
+
+
+def test_the_rounds_fine_tune_the_pretrained_backbone(isolated_stores, fgo_small):
+    """fgo_rounds runs as the seed did: the label-free pretrained backbone, trained end to end. The round's
+    checkpoint holds backbone weights that moved away from the pretrain stage's."""
+    import mlflow
+    import torch
+
+    from mtl.checkpoints import load_checkpoint
+    exp = isolated_stores / "experiments"
+    exp.mkdir()
+    text = (EXPERIMENTS / "fgo_rounds.py").read_text().replace("data_manifests/fgo_synth.csv", str(fgo_small))
+    (exp / "fgo_rounds.py").write_text(text + SHRINK.format())
+    assert main(["tune", "fgo_rounds", "--trials", "1", "--epochs", "1"]) == 0
+    runs = mlflow.search_runs(experiment_names=["fgo_rounds"], output_format="list")
+    pre = next(r for r in runs if r.data.tags.get("mtl.role") == "pretrain")
+    trial = next(r for r in runs if r.data.tags.get("mtl.role") == "trial")
+    assert trial.data.params["freeze"] == "none" and trial.data.params["init"].startswith("runs:/")
+    client = mlflow.MlflowClient()
+    base = load_checkpoint(client.download_artifacts(pre.info.run_id, f"checkpoints/{pre.data.tags['checkpoint']}"))
+    ck = load_checkpoint(client.download_artifacts(trial.info.run_id, "checkpoints/epoch-1.pt"))
+    moved = [k for k, v in ck["model"].items() if k.startswith("backbone.") and v.is_floating_point()
+             and not torch.equal(v, base["model"][k])]
+    assert any(k.startswith("backbone.layer1.") for k in moved) and any(k.startswith("backbone.conv1.") for k in moved)

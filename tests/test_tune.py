@@ -7,6 +7,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+import torch
 
 from mtl.__main__ import main
 
@@ -119,9 +120,15 @@ def test_corrupt_image_rejected_before_any_trial(study_dir, tmp_path, capsys, fg
     assert mlflow.MlflowClient().get_experiment_by_name("corrupt") is None  # nothing half-written
 
 
-def test_every_committed_study_loads_and_samples():
+def test_every_committed_study_loads_and_samples(tmp_path, monkeypatch):
+    import torchvision
+
     from mtl.data.manifest import read_manifest
     from mtl.studies import available_studies, check_search_space, load_study
+    # fgo_imagenet's weights, as a user without a network would place them (offline, checked in one line)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
     names = available_studies()
     assert {"fgo_regularization", "utk_weighting", "fgo_rounds"} <= set(names)
     for n in names:
