@@ -12,6 +12,7 @@ fgo_regularization is the offline demo. 64 px: ImageNet features want more pixel
 
 from mtl.config import TrainConfig
 from mtl.early_stop import EarlyStop
+from mtl.studies import load_study
 
 MANIFEST = "data_manifests/fgo_synth.csv"
 OBJECTIVES = ["gender", "region", "fighting_style", "alignment", "colors"]
@@ -22,21 +23,5 @@ SAMPLER = "tpe"
 BASE = TrainConfig(backbone="resnet18", weights="DEFAULT", image_size=64, batch_size=32, freeze="all",
                    augment=False, lr_backbone=1e-4, lr_heads=1e-3, scheduler="cosine", patience=4)
 EARLY_STOP = EarlyStop(k=2, margin=0.01, ci_margin=0.2, min_epoch=2)
-
-
-def search_space(trial, base: TrainConfig) -> TrainConfig:
-    freeze = trial.suggest_categorical("freeze", ["all", "layer3", "layer2", "none"])
-    lr_backbone = base.lr_backbone if freeze == "all" else trial.suggest_float("lr_backbone", 3e-5, 1e-3, log=True)
-    n_trunk = trial.suggest_int("trunk_layers", 1, 2)
-    n_head = trial.suggest_int("head_layers", 0, 2)
-    trunk = [trial.suggest_categorical("trunk_size", [128, 256, 512])] * n_trunk
-    head = [trial.suggest_categorical("head_size", [64, 128, 256])] * n_head if n_head else []
-    return base.replace(
-        freeze=freeze,
-        lr_backbone=lr_backbone,
-        trunk_dims=trunk,
-        head_dims=head,
-        bn_momentum=trial.suggest_float("bn_momentum", 0.01, 0.5, log=True),
-        dropout=trial.suggest_float("dropout", 0.0, 0.5),
-        loss_weights={t: trial.suggest_float(f"loss_weight.{t}", 0.3, 3.0, log=True) for t in OBJECTIVES},
-    )
+# the same search as the offline demo (a variant: one definition, in fgo_regularization.py)
+search_space = load_study("fgo_regularization").search_space
