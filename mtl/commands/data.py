@@ -1,5 +1,5 @@
-"""`python -m mtl data ...`: render the demo sets, import real FGO or UTKFace data, regenerate the committed
-demo manifests. Needs no torch."""
+"""`python -m mtl data ...`: render the demo sets, import real FGO or UTKFace data, compose MultiMNIST from
+real MNIST digits, regenerate the committed demo manifests. Needs no torch."""
 
 from __future__ import annotations
 
@@ -26,6 +26,16 @@ def main(args) -> int:
         print(importers.import_fgo(Path(args.labels), Path(args.images), Path(args.out), args.seed))
     elif args.data_cmd == "import-utkface":
         print(importers.import_utkface(Path(args.images), Path(args.out), args.seed))
+    elif args.data_cmd == "multimnist":
+        from mtl.data import multimnist
+        sizes = {"train": args.train, "val": args.val, "test": args.test}
+        if min(sizes.values()) < 1:
+            raise UserError(f"sizes {sizes}: every split needs at least one composite")
+        t0 = time.perf_counter()
+        files = multimnist.fetch_mnist()
+        csv = multimnist.make_multimnist(files, Path(args.out), sizes, args.seed)
+        print(f"wrote {csv} ({sum(sizes.values())} composites of real MNIST digits: {sizes}) in "
+              f"{time.perf_counter() - t0:.1f}s; MNIST files in {multimnist.CACHE}/")
     elif args.data_cmd == "make-manifests":
         render.write_manifest(*render.make_fgo_manifest(), Path(args.out_dir) / "fgo_synth.csv")
         render.write_manifest(*render.make_utk_manifest(), Path(args.out_dir) / "utk_synth.csv")

@@ -119,3 +119,37 @@ class RandomWeighting(JacobianMethod):
     name = "random"
     cite = "Lin et al. 2022 (TMLR)"
     aggregator = "Random"
+
+
+@register
+class ExcessMTL(JacobianMethod):
+    """Lv et al. 2024, "Robust Multi-Task Learning with Excess Risks" (ICML): task weights raised by each
+    task's estimated excess risk (its loss above what it could reach), so noisy tasks do not dominate.
+    Stateful (one state per set of present tasks)."""
+    name = "excess_mtl"
+    cite = "Lv et al. 2024 (ICML)"
+    params = {"robust_step_size": Param(1.0, 0.1, 10.0, log=True, positive=True),
+              "n_warmup_steps": Param(0, 0, 10, minimum=0, tune=False)}
+    aggregator = "ExcessMTL"
+
+
+@register
+class FairGrad(JacobianMethod):
+    """Ban & Ji 2024, "Fair Resource Allocation in Multi-Task Learning" (ICML): the update that gives the
+    tasks alpha-fair shares of improvement (alpha=0: the plain sum; alpha -> infinity: max-min fairness)."""
+    name = "fairgrad"
+    cite = "Ban & Ji 2024 (ICML)"
+    params = {"alpha": Param(1.0, 0.1, 5.0, log=True, positive=True)}
+    aggregator = "FairGrad"
+
+
+@register
+class GradVac(JacobianMethod):
+    """Wang et al. 2021, "Gradient Vaccine: Investigating and Improving Multi-task Optimization in
+    Massively Multilingual Models" (ICLR): each pair of task gradients moved towards an exponential moving
+    average of their cosine similarity. Stateful."""
+    name = "gradvac"
+    cite = "Wang, Tsvetkov, Firat & Cao 2021 (ICLR)"
+    params = {"beta": Param(0.5, 0.01, 0.99, minimum=0.0)}
+    aggregator = "GradVac"
+
