@@ -19,7 +19,9 @@ ImageNet ResNet50 with new heads.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -128,9 +130,10 @@ def model_from_checkpoint(ckpt: dict) -> tuple[HydraNet, TrainConfig, list[Task]
     return model.eval(), cfg, tasks
 
 
-def checkpoint_from_model(local: Path, member: str = "m0") -> dict:
+def checkpoint_from_model(local: Path, member: str = "m0", materialize: bool = False) -> dict:
     """The checkpoint dict of one member of a downloaded mtl model (a `models:/` folder), its warm-start
-    backbone taken from the model's own copy."""
+    backbone taken from the model's own copy; `materialize`: that backbone copied into the checkpoint's
+    weights now (init cleared), so the folder may be deleted once this returns."""
     root = local / "artifacts"
     try:
         spec = json.loads((root / MODEL_SPEC).read_text())
@@ -142,6 +145,10 @@ def checkpoint_from_model(local: Path, member: str = "m0") -> dict:
     base = spec["members"][member].get("base")
     if base:
         ckpt["config"] = {**ckpt["config"], "init": str(root / f"{base}.pt")}
+        if materialize:
+            filled = {f"backbone.{k}": v for k, v in _read_backbone_at(str(root / f"{base}.pt"), root / f"{base}.pt").items()}
+            ckpt["model"] = {**filled, **ckpt["model"]}
+            ckpt["config"] = {**ckpt["config"], "init": None}
     return ckpt
 
 
@@ -172,18 +179,23 @@ def immutable(source: str | None) -> bool:
     return bool(source) and not source.startswith("models:/")
 
 
-def resolve(source: str) -> Path:
-    """A local path for `source`, downloading MLflow URIs (models:/, runs:/) first."""
+@contextlib.contextmanager
+def local_copy(source: str):
+    """A local path for `source` while the block runs. MLflow URIs (models:/, runs:/) are downloaded into a
+    temporary directory that is removed afterwards (what is read stays in memory: no residue per process)."""
     if source.startswith(("models:/", "runs:/")):
         import mlflow
-        try:
-            return Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
-        except Exception as e:
-            raise UserError(f"init={source}: cannot download ({type(e).__name__}: {str(e)[:120]})") from None
+        with tempfile.TemporaryDirectory(prefix="mtl-init-") as tmp:
+            try:
+                path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
+            except Exception as e:
+                raise UserError(f"init={source}: cannot download ({type(e).__name__}: {str(e)[:120]})") from None
+            yield path
+        return
     path = Path(source)
     if not path.exists():
         raise UserError(f"init={source}: no such file or directory")
-    return path
+    yield path
 
 
 def backbone_state(source: str) -> dict[str, torch.Tensor]:
@@ -199,7 +211,11 @@ def backbone_state(source: str) -> dict[str, torch.Tensor]:
 
 
 def _read_backbone(source: str) -> dict[str, torch.Tensor]:
-    path = resolve(source)
+    with local_copy(source) as path:
+        return _read_backbone_at(source, path)
+
+
+def _read_backbone_at(source: str, path: Path) -> dict[str, torch.Tensor]:
     if path.is_dir() and (path / "artifacts" / MODEL_SPEC).is_file():  # a registered mtl model (models:/...)
         ckpt = checkpoint_from_model(path)
         state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}

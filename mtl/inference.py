@@ -9,6 +9,7 @@ here reads a label.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -56,10 +57,18 @@ class CheckpointCache:
         self.outputs: dict[tuple[str, str], dict] = {}
         self.index: dict[str, dict] = {}
 
+    def _download(self, run_id: str, path: str) -> str:
+        """One artifact into a temporary directory that is gone once it has been read (no residue)."""
+        with tempfile.TemporaryDirectory(prefix="mtl-cache-") as tmp:
+            local = Path(self.client.download_artifacts(run_id, path, tmp))
+            if local.suffix == ".json":
+                return local.read_text()
+            return torch.load(local, map_location="cpu", weights_only=True) if path.endswith(VAL_OUTPUTS) \
+                else load_checkpoint(local)
+
     def best_file(self, run_id: str, task: str) -> str:
         if run_id not in self.index:
-            path = self.client.download_artifacts(run_id, "checkpoints/index.json")
-            self.index[run_id] = json.loads(Path(path).read_text())
+            self.index[run_id] = json.loads(self._download(run_id, "checkpoints/index.json"))
         return self.index[run_id]["best"][task]["file"]
 
     def _saved_val(self, run_id: str, task: str) -> torch.Tensor | None:
@@ -69,8 +78,7 @@ class CheckpointCache:
         key = (run_id, VAL_OUTPUTS)
         if key not in self.outputs:
             try:
-                local = self.client.download_artifacts(run_id, f"checkpoints/{VAL_OUTPUTS}")
-                saved = torch.load(local, map_location="cpu", weights_only=True)
+                saved = self._download(run_id, f"checkpoints/{VAL_OUTPUTS}")
             except Exception:  # older runs have none: fall back to inference
                 saved = {}
             same = saved.get("images") == [str(p) for p in self.manifest.rows("val")["image"]]
@@ -84,8 +92,7 @@ class CheckpointCache:
             return saved
         key = (run_id, self.best_file(run_id, task))
         if key not in self.outputs:
-            local = self.client.download_artifacts(run_id, f"checkpoints/{key[1]}")
-            self.outputs[key] = split_outputs(load_checkpoint(local), self.manifest, self.split)
+            self.outputs[key] = split_outputs(self._download(run_id, f"checkpoints/{key[1]}"), self.manifest, self.split)
         return self.outputs[key][task]
 
     def member(self, run_id: str, tasks: list[Task]) -> dict[str, torch.Tensor]:

@@ -145,10 +145,11 @@ def load_best(study_name: str, task: str) -> dict:
     backbone base it was stored against taken from the model's own copy."""
     if alias_version(tracking.get_client(), study_name, f"best-{task}") is None:
         raise UserError(f"no registered model '{study_name}@best-{task}'; run: make pareto STUDY={study_name}")
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{study_name}@best-{task}"))
-    if not (local / "artifacts" / MODEL_SPEC).is_file():  # registered before models were MLflow models
-        raise UserError(f"models:/{study_name}@best-{task} is not an mtl model; run: make pareto STUDY={study_name}")
-    return checkpoint_from_model(local)
+    with tempfile.TemporaryDirectory(prefix="mtl-model-") as tmp:  # read, then gone: no residue
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{study_name}@best-{task}", dst_path=tmp))
+        if not (local / "artifacts" / MODEL_SPEC).is_file():  # registered before models were MLflow models
+            raise UserError(f"models:/{study_name}@best-{task} is not an mtl model; run: make pareto STUDY={study_name}")
+        return checkpoint_from_model(local, materialize=True)
 
 
 def retire_unaliased(client, name: str) -> int:

@@ -184,9 +184,19 @@ class Launch:
     single_task: tuple = ()  # ((task, run id), ...): the single-task baselines' runs, for Δm %
 
 
+def assign_gpu(worker_index: int) -> int | None:
+    """With several visible GPUs, worker i trains on GPU i mod n (its current CUDA device); None without."""
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return None
+    gpu = worker_index % torch.cuda.device_count()
+    torch.cuda.set_device(gpu)
+    return gpu
+
+
 def worker(launch: Launch, n_trials: int, worker_index: int) -> None:
-    """One process: its own storage connection and sampler seed, `n_trials` trials."""
+    """One process: its own storage connection and sampler seed, `n_trials` trials, its own GPU if several."""
     quiet()
+    assign_gpu(worker_index)
     if launch.n_workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // launch.n_workers))
     study = load_study(launch.study)

@@ -385,3 +385,21 @@ def test_prefer_simplest_registers_the_smallest_tied_front_member(tiny_study, ca
         assert chosen.info.run_id in {r.info.run_id for r in tied} and chosen.data.metrics["trainable_params"] == min(
             r.data.metrics["trainable_params"] for r in tied)
     assert main(["pareto", "tiny"]) == 0  # back to the nominal best
+
+
+def test_pareto_ensemble_predict_leave_no_temporary_files(tiny_study, monkeypatch, tmp_path):
+    """Every download these commands make (checkpoints, val outputs, indexes, registry models) goes into a
+    temporary directory that is removed: the temp dir holds nothing afterwards."""
+    import tempfile
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
+    monkeypatch.chdir(tiny_study)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    for argv in (["pareto", "tiny"], ["ensemble", "tiny"], ["predict", "tiny", "-n", "2"],
+                 ["predict", "tiny", "-n", "2", "--model", "best-gender"]):
+        assert main(argv) == 0
+        left = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*"))
+        assert left == [], (argv, left[:5])

@@ -174,11 +174,17 @@ def pd_concat(*frames):
     return pd.concat(frames)
 
 
-def test_pretrain_stage_is_trained_once_and_warm_starts_every_trial(isolated_stores, fgo_small):
+def test_pretrain_stage_is_trained_once_and_warm_starts_every_trial(isolated_stores, fgo_small, monkeypatch):
+    import tempfile
     (isolated_stores / "experiments").mkdir()
     (isolated_stores / "experiments" / "pre.py").write_text(PRETRAINED.format(manifest=fgo_small))
+    tmp = isolated_stores / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     assert main(["tune", "pre"]) == 0
     assert main(["tune", "pre", "--trials", "1"]) == 0  # resumed: the stage is found, not retrained
+    assert sorted(tmp.rglob("*")) == []  # the runs:/ warm start was downloaded, read and removed
     runs = mlflow.search_runs(experiment_names=["pre"], output_format="list")
     pre = [r for r in runs if r.data.tags.get("mtl.role") == "pretrain"]
     trials = [r for r in runs if r.data.tags.get("mtl.role") == "trial"]
@@ -321,3 +327,15 @@ def test_objective_without_val_labels_and_negative_top_k_are_one_line(isolated_s
     assert "objective task(s) alignment have no label in the val split" in capsys.readouterr().err
     assert main(["ensemble", "noval", "--top-k", "-1"]) == 2
     assert "--top-k -1: must be 0" in capsys.readouterr().err
+
+
+def test_workers_spread_over_the_visible_gpus(monkeypatch):
+    """WORKERS=N with several GPUs: worker i uses GPU i mod n (device count stubbed; CI has no GPU)."""
+    from mtl.search import assign_gpu
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert [assign_gpu(i) for i in range(5)] == [0, 1, 2, 0, 1] and chosen == [0, 1, 2, 0, 1]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert assign_gpu(3) is None and chosen == [0, 1, 2, 0, 1]  # one GPU: nothing to spread
