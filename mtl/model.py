@@ -219,13 +219,14 @@ def freeze_backbone(model: HydraNet, stage: str) -> None:
     model.eval()
     with torch.no_grad():
         x = torch.randn(2, 3, 64, 64)
-        ok = torch.allclose(model.backbone(x), torch.flatten(_sequential(model.backbone, x), 1), atol=1e-5)
+        ok = torch.allclose(model.backbone(x), torch.flatten(run_stages(model.backbone, x), 1), atol=1e-5)
     model.train(was_training)
     if not ok:
         raise UserError(f"freeze={stage}: this backbone's forward is not its stages in order; use freeze=all or none")
 
 
-def _sequential(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def run_stages(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The backbone's stages applied in order (its forward, for the backbones whose forward is that)."""
     for child in backbone.children():
         x = child(x)
     return x

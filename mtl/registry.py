@@ -76,6 +76,38 @@ def register_best(client, study_name: str, best: dict[str, Member], manifest) ->
     return versions
 
 
+def register_composite(client, study_name: str, run_id: str, best: dict[str, Member], manifest) -> str:
+    """One model for every task's best (alias `best`), logged on `run_id` (the study's parent run): its
+    members are the per-task best checkpoints, each task answered by its own; members that hold the same
+    backbone weights share that forward (mtl/serving.py), so it serves near one model's cost when the
+    backbone is shared. Unchanged bests keep their version."""
+    members, combine, files = {}, {}, {}
+    for task, m in best.items():
+        with tempfile.TemporaryDirectory(prefix="mtl-register-") as tmp:
+            index = json.loads(Path(client.download_artifacts(m.run_id, "checkpoints/index.json", tmp)).read_text())
+        key = (m.run_id, index["best"][task]["file"])
+        name = members.setdefault(key, f"m{len(members)}")
+        combine[task] = {name: 1.0}
+        files[task] = f"{m.number}:{key[1]}"
+    signature = json.dumps(files, sort_keys=True)
+    current = alias_version(client, study_name, "best")
+    if current is not None and current.tags.get("members_of") == signature and current.tags.get("format") == MODEL_FORMAT:
+        return current.version
+    with tempfile.TemporaryDirectory(prefix="mtl-register-") as tmp:
+        ckpts = {name: load_checkpoint(client.download_artifacts(r, f"checkpoints/{f}", tmp))
+                 for (r, f), name in members.items()}
+    tasks = [manifest.task(t) for t in best]
+    example = manifest.root / manifest.rows("val")["image"].iloc[0]
+    logged = serving.log_model(run_id, "best", ckpts, tasks, combine, example,
+                               params={"study": study_name, **{f"best.{t}": f for t, f in files.items()}})
+    ensure_registered_model(client, study_name)
+    mv = client.create_model_version(study_name, logged.model_uri, run_id=run_id, model_id=logged.model_id, tags={
+        "task": "best", "members": str(len(members)), "members_of": signature, "format": MODEL_FORMAT})
+    client.set_registered_model_alias(study_name, "best", mv.version)
+    retire_unaliased(client, study_name)
+    return mv.version
+
+
 def register_ensemble(client, study_name: str, run_id: str, tasks, choices, front, cache, manifest) -> str:
     """The chosen ensemble as a logged model (pyfunc) on the ensemble run, registered as a version of
     `<study>` with alias `ensemble`: its members are the (trial, best-epoch checkpoint) pairs the chosen

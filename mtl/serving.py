@@ -13,6 +13,7 @@ access to the tracking server that trained it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import warnings
@@ -27,8 +28,11 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mtl.checkpoints import MODEL_SPEC, backbone_state, load_checkpoint, model_from_checkpoint
 from mtl.combine import average
+from mtl.data.batches import normalize
+from mtl.data.dataset import decode
 from mtl.errors import UserError
-from mtl.inference import image_outputs
+from mtl.inference import BATCH
+from mtl.model import run_stages
 from mtl.tasks import Task
 
 SPEC = "spec"  # the pyfunc artifact holding MODEL_SPEC
@@ -60,6 +64,44 @@ def frame(tasks, outputs: dict[str, torch.Tensor]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)  # the signature's columns even for an empty input
 
 
+def stage_digests(model) -> list[str] | None:
+    """One digest per backbone stage (its parameters and buffers), cumulative: members whose backbones share
+    the first k digests compute the same thing up to stage k. None when the backbone's forward is not its
+    stages in order (then the member runs alone)."""
+    with torch.no_grad():
+        x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        if not torch.allclose(model.backbone(x), torch.flatten(run_stages(model.backbone, x), 1), atol=1e-5):
+            return None
+    out, h = [], hashlib.sha1()
+    for name, child in model.backbone.named_children():
+        h.update(name.encode())
+        for key, v in child.state_dict().items():
+            h.update(key.encode() + str(v.dtype).encode() + str(tuple(v.shape)).encode())
+            h.update(v.detach().contiguous().cpu().numpy().tobytes())
+        out.append(h.copy().hexdigest())
+    return out
+
+
+@torch.no_grad()
+def shared_forward(members: dict[str, tuple], digests: dict[str, list[str] | None],
+                   images: dict[int, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """Every member's head outputs on one batch; a backbone stage that several members hold with the same
+    weights (the same digests up to it) is computed once. `images`: image size -> uint8 batch."""
+    done: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for name, (model, cfg) in members.items():
+        x = normalize(images[cfg.image_size])
+        if digests.get(name) is None:
+            out[name] = model(x)
+            continue
+        h, key = x, (cfg.image_size,)
+        for (_, child), d in zip(model.backbone.named_children(), digests[name]):
+            key = (cfg.image_size, d)
+            h = done[key] if key in done else done.setdefault(key, child(h))
+        out[name] = model.heads_forward(model.trunk(torch.flatten(h, 1)))
+    return out
+
+
 class HydraNetModel(mlflow.pyfunc.PythonModel):
     """The pyfunc flavour: members (checkpoints), how each task combines them, the task spec."""
 
@@ -73,6 +115,7 @@ class HydraNetModel(mlflow.pyfunc.PythonModel):
             if member.get("base"):  # the backbone weights it left out, from the copy shipped with the model
                 ckpt["config"] = {**ckpt["config"], "init": context.artifacts[member["base"]]}
             self.members[name] = model_from_checkpoint(ckpt)[:2]
+        self.digests = {name: stage_digests(model) for name, (model, _) in self.members.items()}
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -84,10 +127,17 @@ class HydraNetModel(mlflow.pyfunc.PythonModel):
             raise MlflowException(f"image not found: {missing[0]}", INVALID_PARAMETER_VALUE)
         if not paths:
             return frame(self.tasks, {t.name: torch.zeros(0) for t in self.tasks})
-        try:
-            outputs = {name: image_outputs(model, cfg.image_size, paths) for name, (model, cfg) in self.members.items()}
-        except (UserError, OSError, ValueError) as e:  # an unreadable image: the caller's input, not a crash
-            raise MlflowException(f"cannot read an input image: {e}", INVALID_PARAMETER_VALUE) from None
+        sizes = sorted({cfg.image_size for _, cfg in self.members.values()})
+        parts: dict[str, dict[str, list]] = {}
+        for i in range(0, len(paths), BATCH):  # each image decoded once per size, each shared stage run once
+            try:
+                batch = {n: torch.stack([decode(p, n) for p in paths[i:i + BATCH]]) for n in sizes}
+            except (UserError, OSError, ValueError) as e:  # an unreadable image: the caller's input, not a crash
+                raise MlflowException(f"cannot read an input image: {e}", INVALID_PARAMETER_VALUE) from None
+            for name, outs in shared_forward(self.members, self.digests, batch).items():
+                for k, v in outs.items():
+                    parts.setdefault(name, {}).setdefault(k, []).append(v)
+        outputs = {name: {k: torch.cat(v) for k, v in outs.items()} for name, outs in parts.items()}
         return frame(self.tasks, combine_outputs(self.tasks, outputs, self.combine))
 
 

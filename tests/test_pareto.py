@@ -134,6 +134,14 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
         assert ck["epoch"] == 1
         lm = mlflow.get_logged_model(mv.source.split("/")[-1])  # a logged model of the trial run, with its val metrics
         assert lm.source_run_id == mv.run_id and any(m.key.startswith(f"val/{task}/") for m in lm.metrics)
+    # one model for every task's best answers each task exactly as that task's own best model does
+    composite = mlflow.pyfunc.load_model("models:/tiny@best")
+    imgs = pd.DataFrame({"image": [str(p) for p in sorted(Path(str(tiny_study)).parent.rglob("*.png"))[:4]]})
+    together = composite.predict(imgs)
+    for task in ("gender", "region", "fighting_style", "alignment", "colors"):
+        alone = mlflow.pyfunc.load_model(f"models:/tiny@best-{task}").predict(imgs)
+        cols = [c for c in alone.columns if c == task or c.startswith(f"{task}.")]
+        pd.testing.assert_frame_equal(together[cols], alone[cols])
     versions = {client.get_model_version_by_alias("tiny", f"best-{t}").version for t in ("gender", "colors")}
     assert main(["pareto", "tiny"]) == 0  # unchanged study: the same versions, no new ones
     assert versions == {client.get_model_version_by_alias("tiny", f"best-{t}").version for t in ("gender", "colors")}
@@ -403,3 +411,39 @@ def test_pareto_ensemble_predict_leave_no_temporary_files(tiny_study, monkeypatc
         assert main(argv) == 0
         left = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*"))
         assert left == [], (argv, left[:5])
+
+
+def test_shared_backbone_is_computed_once_and_outputs_stay_exact():
+    """Three members: two hold the same backbone weights (a frozen pretrained one), one fine-tuned its last
+    stage. Each stage the first two share runs once; the third shares all stages before layer4. Every
+    member's outputs equal its own forward."""
+    from mtl.model import HydraNet
+    from mtl.serving import shared_forward, stage_digests
+    tasks = [Task("g", "binary", ("a", "b")), Task("r", "multiclass", ("x", "y", "z"))]
+    torch.manual_seed(0)
+    a = HydraNet(tasks, "resnet18", trunk_dims=[8]).eval()
+    b = HydraNet(tasks, "resnet18", head_dims=[4]).eval()
+    b.backbone.load_state_dict(a.backbone.state_dict())
+    c = HydraNet(tasks, "resnet18").eval()
+    c.backbone.load_state_dict(a.backbone.state_dict())
+    with torch.no_grad():
+        c.backbone.layer4[0].conv1.weight.mul_(1.1)
+    class Cfg:
+        image_size = 32
+    members = {"a": (a, Cfg), "b": (b, Cfg), "c": (c, Cfg)}
+    digests = {n: stage_digests(m) for n, (m, _) in members.items()}
+    assert digests["a"] == digests["b"] and digests["a"][:-3] == digests["c"][:-3] and digests["a"][-1] != digests["c"][-1]
+    calls = {"conv1": 0, "layer4": 0}
+    for m in (a, b, c):
+        m.backbone.conv1.register_forward_hook(lambda *_: calls.__setitem__("conv1", calls["conv1"] + 1))
+        m.backbone.layer4.register_forward_hook(lambda *_: calls.__setitem__("layer4", calls["layer4"] + 1))
+    images = {32: torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)}
+    with torch.no_grad():
+        got = shared_forward(members, digests, images)
+    assert calls == {"conv1": 1, "layer4": 2}  # once for a and b, once for c's own layer4
+    from mtl.data.batches import normalize
+    for name, (model, _) in members.items():
+        with torch.no_grad():
+            want = model(normalize(images[32]))
+        for k in want:
+            assert torch.equal(got[name][k], want[k]), (name, k)

@@ -17,7 +17,7 @@ from pathlib import Path
 from mtl import plots, tracking
 from mtl.data.manifest import load_manifest
 from mtl.inference import CheckpointCache
-from mtl.registry import register_best, remove_dominated_checkpoints
+from mtl.registry import register_best, register_composite, remove_dominated_checkpoints
 from mtl.reports import delta_m_of, score_cell
 from mtl.runs import find_parent, single_task_stats
 from mtl.selection import select, simplest, tied_with_best
@@ -87,9 +87,12 @@ def main(args) -> int:
                   f"index stay; --keep-checkpoints keeps them)")
     for task, v in versions.items():
         print(f"registered models:/{study.name}@best-{task} -> version {v} (trial {best[task].number})")
+    parent = find_parent(client, study.name)
+    if parent:  # one model answering every task with its best, the shared backbone computed once
+        print(f"registered models:/{study.name}@best -> version "
+              f"{register_composite(client, study.name, parent, best, manifest)} (every task's best in one model)")
     out = Path("reports") / study.name
     out.mkdir(parents=True, exist_ok=True)
-    parent = find_parent(client, study.name)
     figures = {"pareto_front.png": plots.plot_front(study.objectives, members, front),
                "val_curves.png": plots.plot_curves(client, metric_keys, front),
                "importances.png": plots.plot_importances(s, study.objectives)}
