@@ -1,7 +1,8 @@
 """HydraNets (and ensembles of them) as MLflow 3 logged models with a pyfunc flavour.
 
 `mlflow.pyfunc.load_model("models:/<study>@best-<task>").predict(df)` takes a DataFrame with an `image`
-column (image paths) and returns one row per image: each task's prediction (`<task>`: a class, the labels
+column (image paths, or images inline as `data:image/png;base64,...` URIs, as in the model's input
+example, which names no file of the machine that logged it) and returns one row per image: each task's prediction (`<task>`: a class, the labels
 of a multilabel task over its threshold joined by `|` as in the manifests, or a number) and its probabilities
 (`<task>.<class>`). `mlflow models serve -m models:/<study>@best-<task> --env-manager local` answers the
 same over REST. Images go through mtl/inference.py, so labels equal `make predict`'s.
@@ -13,7 +14,9 @@ access to the tracking server that trained it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
 import tempfile
 import warnings
@@ -25,6 +28,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from PIL import Image
 
 from mtl.checkpoints import MODEL_SPEC, backbone_state, load_checkpoint, model_from_checkpoint
 from mtl.combine import average
@@ -36,6 +40,28 @@ from mtl.model import run_stages
 from mtl.tasks import Task
 
 SPEC = "spec"  # the pyfunc artifact holding MODEL_SPEC
+
+
+DATA_URI = "data:image/png;base64,"
+
+
+def embedded(value: str) -> bytes | None:
+    """The bytes of an image given inline as a data URI (`data:image/...;base64,...`), else None."""
+    if not value.startswith("data:image/"):
+        return None
+    try:
+        return base64.b64decode(value.split(",", 1)[1], validate=True)
+    except (IndexError, ValueError):
+        raise MlflowException("an image data URI that is not base64", INVALID_PARAMETER_VALUE) from None
+
+
+def example_image(path: Path, size: int = 32) -> str:
+    """A small copy of `path` as a PNG data URI: an input example that names no file of this machine."""
+    with Image.open(path) as im:
+        im = im.convert("RGB").resize((size, size))
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+    return DATA_URI + base64.b64encode(buf.getvalue()).decode()
 
 
 def combine_outputs(tasks, outputs: dict[str, dict], combine: dict[str, dict[str, float]]) -> dict[str, torch.Tensor]:
@@ -121,8 +147,8 @@ class HydraNetModel(mlflow.pyfunc.PythonModel):
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in df.columns:
             raise MlflowException("the input needs an 'image' column of image paths", INVALID_PARAMETER_VALUE)
-        paths = [Path(str(p)) for p in df["image"]]
-        missing = [str(p) for p in paths if not p.is_file()]
+        paths = [embedded(str(p)) or Path(str(p)) for p in df["image"]]
+        missing = [str(p) for p in paths if isinstance(p, Path) and not p.is_file()]
         if missing:
             raise MlflowException(f"image not found: {missing[0]}", INVALID_PARAMETER_VALUE)
         if not paths:
@@ -172,10 +198,15 @@ def package(tmp: Path, members: dict[str, dict], tasks, combine: dict) -> dict[s
 
 
 def requirements() -> list[str]:
-    """What serving with a fresh environment would install (`--env-manager local` uses this venv)."""
-    from importlib.metadata import version
-    return [f"{p}=={version(p)}" for p in ("torch", "torchvision", "torchmetrics", "mlflow", "pandas", "pillow",
-                                          "numpy")]
+    """What serving with a fresh environment installs: the project's declared requirements (its ranges, not
+    this venv's builds); `--env-manager local` uses the current environment instead."""
+    from importlib.metadata import PackageNotFoundError, requires
+    try:
+        declared = requires("mtl") or []
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        declared = []
+    return [r for r in declared if ";" not in r] or ["torch", "torchvision", "torchmetrics", "mlflow", "pandas",
+                                                      "pillow", "torchjd"]
 
 
 def log_model(run_id: str, name: str, members: dict[str, dict], tasks, combine: dict, example: Path,
@@ -189,7 +220,7 @@ def log_model(run_id: str, name: str, members: dict[str, dict], tasks, combine: 
         artifacts = package(Path(tmp), members, tasks, combine)
         loaded = HydraNetModel()
         loaded.load_context(type("Ctx", (), {"artifacts": artifacts})())  # the signature from a real prediction
-        example_df = pd.DataFrame({"image": [str(Path(example).resolve())]})
+        example_df = pd.DataFrame({"image": [example_image(Path(example))]})  # embedded: no path of this machine
         signature = infer_signature(example_df, loaded.predict(None, example_df))
         try:
             with mlflow.start_run(run_id=run_id), warnings.catch_warnings():

@@ -447,3 +447,37 @@ def test_shared_backbone_is_computed_once_and_outputs_stay_exact():
             want = model(normalize(images[32]))
         for k in want:
             assert torch.equal(got[name][k], want[k]), (name, k)
+
+
+def test_a_registered_model_is_portable(tiny_study, monkeypatch, tmp_path):
+    """The model's directory copied elsewhere predicts through `mlflow models predict --env-manager local` from
+    another working directory: its input example embeds a small image (no path of this machine) and its
+    requirements are the project's declared ranges, not this venv's builds."""
+    import base64
+    import json
+    import subprocess
+    import sys
+
+    from mtl.serving import example_image
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
+    monkeypatch.chdir(tiny_study)
+    copy = Path(mlflow.artifacts.download_artifacts("models:/tiny@best-gender", dst_path=str(tmp_path / "elsewhere")))
+    example = (copy / "input_example.json").read_text()
+    assert "data:image/png;base64," in example and str(tiny_study) not in example and "/tmp" not in example
+    reqs = (copy / "requirements.txt").read_text()
+    assert "mlflow<4" in reqs and "+cpu" not in reqs
+    image = sorted(Path(str(tiny_study)).parent.rglob("*.png"))[0]
+    uri = example_image(image, size=64)
+    assert base64.b64decode(uri.split(",", 1)[1])[:4] == b"\x89PNG"
+    (tmp_path / "in.json").write_text(json.dumps({"dataframe_split": {"columns": ["image"], "data": [[uri]]}}))
+    work = tmp_path / "another_dir"
+    work.mkdir()
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
+    res = subprocess.run([sys.executable, "-m", "mlflow", "models", "predict", "-m", str(copy), "-i",
+                          str(tmp_path / "in.json"), "-t", "json", "--env-manager", "local", "-o",
+                          str(tmp_path / "out.json")], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads((tmp_path / "out.json").read_text())["predictions"][0]
+    want = mlflow.pyfunc.load_model("models:/tiny@best-gender").predict(pd.DataFrame({"image": [uri]})).iloc[0]
+    assert got["gender"] == want["gender"] and got["gender.Female"] == pytest.approx(want["gender.Female"], abs=1e-6)

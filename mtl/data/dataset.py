@@ -8,6 +8,7 @@ the cost), so only a batch is ever held. Train augmentation runs on whole batche
 
 from __future__ import annotations
 
+import io
 from collections import OrderedDict
 from pathlib import Path
 
@@ -38,10 +39,14 @@ def cache_info() -> tuple[int, int]:
     return len(_CACHE), _cached_bytes
 
 
-def decode(path: Path, size: int) -> torch.Tensor:
-    """One image -> uint8 tensor (3, size, size)."""
+def decode(path: Path | bytes, size: int) -> torch.Tensor:
+    """One image (a file, or its encoded bytes) -> uint8 tensor (3, size, size)."""
+    if isinstance(path, bytes | bytearray):
+        source, path = io.BytesIO(path), "embedded image"
+    else:
+        source = path
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im = to_rgb(im)
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
