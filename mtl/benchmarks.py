@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from mtl import tracking
+from mtl.bench_serving import serving_ratios
 from mtl.config import TrainConfig
 from mtl.data.batches import BatchAugment, TensorBatches
 from mtl.data.dataset import MultiTaskDataset, cached_images
@@ -36,7 +37,8 @@ TARGETS = {"step_vs_bare": ">= 0.90", "shared_vs_per_head_backbone": ">= 2.8", "
            "frozen_prefix_vs_full": ">= 5", "early_stopped_epoch_fraction": "report (default study)",
            "cached_vs_decode": "report", "heads_8_vs_1": "<= 1.10", "tracking_overhead_pct": "<= 2",
            "jacobian_step_vs_fixed": "report (aim <= 1.5)",
-           "gflops_vs_matmul": "report", "amp_vs_fp32": "report (CUDA only)"}
+           "gflops_vs_matmul": "report", "amp_vs_fp32": "report (CUDA only)",
+           "ensemble_vs_single": ">= 0.5 (shared backbone)", "composite_vs_single": ">= 0.8 (shared backbone)"}
 
 
 def median_time(fn, repeats: int, warmup: int = 2) -> float:
@@ -207,6 +209,7 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
     res.update(data_ratios(model, w, opt, tasks, manifest, image_size, batch_size, device, quick))
     res.update(frozen_prefix(manifest, image_size, batch_size, quick))
     res.update(early_stopped_epochs())
+    res.update(serving_ratios("fgo_regularization", repeats=2 if quick else 5))  # the default study's models
     res["tracking_overhead_pct"], res["raw"]["trial_s_untracked"], res["raw"]["trial_s_tracked"] = \
         tracking_overhead(manifest, quick)
     return res

@@ -16,10 +16,11 @@ def test_bench_quick_json(fgo_small, isolated_stores, capsys):
     res = json.loads(out.read_text())
     for key in TARGETS:
         assert key in res
-        if key not in ("amp_vs_fp32", "early_stopped_epoch_fraction"):
+        if key not in ("amp_vs_fp32", "early_stopped_epoch_fraction", "ensemble_vs_single", "composite_vs_single"):
             assert isinstance(res[key], float) and res[key] > 0 or key == "tracking_overhead_pct"
     assert res["amp_vs_fp32"] is None or isinstance(res["amp_vs_fp32"], float)
     assert res["early_stopped_epoch_fraction"] is None
+    assert res["ensemble_vs_single"] is None and res["composite_vs_single"] is None  # no default study's models here
     assert all(isinstance(v, float) and v > 0 for v in res["raw"].values())
     assert {"epoch_loader_img_s", "decode_img_s"} <= set(res["raw_data"])
     assert "step_vs_bare" in capsys.readouterr().out

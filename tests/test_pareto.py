@@ -481,3 +481,23 @@ def test_a_registered_model_is_portable(tiny_study, monkeypatch, tmp_path):
     got = json.loads((tmp_path / "out.json").read_text())["predictions"][0]
     want = mlflow.pyfunc.load_model("models:/tiny@best-gender").predict(pd.DataFrame({"image": [uri]})).iloc[0]
     assert got["gender"] == want["gender"] and got["gender.Female"] == pytest.approx(want["gender.Female"], abs=1e-6)
+
+
+def test_serving_ratios_of_the_registered_models(tiny_study, monkeypatch):
+    """make bench's ensemble_vs_single and composite_vs_single: medians of alternating rounds, with spreads."""
+    from mtl.bench_serving import alternating, ratio, serving_ratios
+    times = alternating({"a": lambda: None, "b": lambda: sum(range(20000))}, repeats=5)
+    assert all(len(v) == 5 for v in times.values())
+    r = ratio({"x": [1.0, 2.0, 4.0], "y": [2.0, 2.0, 2.0]}, "x", "y")
+    assert r == {"median": 1.0, "min": 0.5, "max": 2.0}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
+    monkeypatch.chdir(tiny_study)
+    from mtl.registry import alias_version
+    if alias_version(mlflow.MlflowClient(), "tiny", "ensemble") is None:  # when this test runs alone
+        assert main(["pareto", "tiny"]) == 0 and main(["ensemble", "tiny"]) == 0
+    res = serving_ratios("tiny", n_images=4, repeats=5)
+    for key in ("ensemble_vs_single", "composite_vs_single"):
+        lo, hi = res["raw_serving"][f"{key}_spread"]
+        assert 0 < lo <= res[key] <= hi
+    assert serving_ratios("no_such_study") == {"ensemble_vs_single": None, "composite_vs_single": None}
