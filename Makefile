@@ -15,7 +15,7 @@ MANIFESTS := data_manifests/fgo_synth.csv data_manifests/utk_synth.csv
 DATA_STAMP := data/.rendered
 
 .DEFAULT_GOAL := help
-.PHONY: help install data data-multimnist tune audit-pruning ui ui-check pareto ensemble confirm predict bench test test-all lint clean
+.PHONY: help install data data-multimnist tune audit-pruning dashboard ui ui-check pareto ensemble confirm predict bench test test-all lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +47,11 @@ ui: $(STAMP) ## MLflow UI over the same store: make ui [PORT=5000] [HOST=127.0.0
 	@echo "MLflow UI on http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning  (Ctrl-C to stop)"
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 	  --default-artifact-root "$(CURDIR)/mlartifacts" --host $(HOST) --port $(PORT)
+
+DPORT ?= 8080
+dashboard: $(STAMP) ## optuna-dashboard over the study's Optuna storage: make dashboard [STUDY=s DPORT=8080 HOST=127.0.0.1 STORAGE=]
+	@echo "optuna-dashboard on http://$(HOST):$(DPORT) (Ctrl-C to stop)"
+	$(BIN)/optuna-dashboard "$(or $(STORAGE),optuna/$(STUDY).log)" --host $(HOST) --port $(DPORT)
 
 ui-check: $(DATA_STAMP) ## the MLflow UI in headless chromium over a tiny study: screenshots in reports/ui/
 	MTL_UI_CHECK=1 $(BIN)/pytest -q -m slow tests/test_ui.py

@@ -137,3 +137,37 @@ def test_every_committed_study_loads_and_samples(tmp_path, monkeypatch):
         check_search_space(s, m.tasks)  # also builds each config's model: backbone, init, freeze
         assert s.doc and "make tune STUDY=" in s.doc
 
+
+
+def test_dashboard_shows_the_study_with_its_objectives_by_name(study_dir):
+    """`make dashboard`'s command over a real study's journal: optuna-dashboard lists the study, its trials
+    and the objectives under their metric names."""
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from tests.servers import free_port
+    assert main(["tune", "tiny"]) == 0
+    port = free_port()
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    proc = subprocess.Popen([str(exe), "optuna/tiny.log", "--host", "127.0.0.1", "--port", str(port), "--server",
+                             "wsgiref", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        study = None
+        for _ in range(60):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/0?after=0", timeout=2) as r:
+                    study = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert study is not None, "the dashboard did not answer"
+        assert study["name"] == "tiny" and len(study["trials"]) == 2
+        assert study["objective_names"] == ["val/gender/acc", "val/region/acc", "val/fighting_style/acc",
+                                            "val/alignment/acc", "val/colors/f1"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
