@@ -10,9 +10,9 @@ epochs and warm start) give each trial's Δm % (Maninis et al. 2019).
 
 What is shared: the PRETRAIN backbone of fgo_regularization is loaded, its stages up to layer3 are frozen
 (their outputs cached once per process), and layer4 plus a 256-wide trunk are trained by every method —
-the parameters where task gradients can conflict. With REPEATS=3 the defaults took 12 minutes on 2 CPU
-cores on fresh stores (the five baselines and 42 trials of about 15 s; measured with the earlier pretrain
-stage at 64 px); a trained layer4 makes each trial's checkpoints about 34 MB a file.
+the parameters where task gradients can conflict. With REPEATS=3 the defaults took 10.4 minutes on 2
+CPU cores (the five baselines and 42 trials of about 13 s at 40 px; the pretrain stage reused from
+fgo_regularization); a trained layer4 makes each trial's checkpoints about 34 MB a file.
 
     make tune STUDY=fgo_weighting && make pareto STUDY=fgo_weighting
 """
