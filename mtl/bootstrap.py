@@ -81,6 +81,13 @@ class GroupBootstrap:
         """The metric on every resample, (B,)."""
         return metric_from_sums(task, self.weights @ self._group_sums(stats))
 
+    def mean(self, values: np.ndarray, mask: np.ndarray) -> Score:
+        """The mean of a per-sample value over the labelled samples (e.g. test cross-entropy), with its interval."""
+        m = np.asarray(mask, dtype=np.float64)
+        sums = self.weights @ self._group_sums(np.stack([np.where(m > 0, values, 0.0), m], axis=1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self._interval(float((np.where(m > 0, values, 0.0)).sum() / m.sum()), sums[:, 0] / sums[:, 1])
+
     def _interval(self, value: float, reps: np.ndarray) -> Score:
         a = (1 - self.level) / 2
         reps = reps[np.isfinite(reps)]

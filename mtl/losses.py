@@ -11,11 +11,17 @@ import torch
 from mtl.tasks import Task
 
 
+def per_sample_loss(task: Task, output: torch.Tensor, target: torch.Tensor, kind_options: dict | None = None):
+    """The kind's loss of each sample (mtl/kinds); placeholder targets of unlabelled samples give values
+    to be masked out."""
+    return task.kind_impl.loss(task, output, target, task.kind_impl.resolve_options((kind_options or {}).get(task.kind)))
+
+
 def masked_loss(task: Task, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                 kind_options: dict | None = None) -> torch.Tensor:
     """Mean of the kind's per-sample loss (mtl/kinds) over the labelled samples of the batch;
     `kind_options` maps a kind's name to its options (`TrainConfig.kind_options`)."""
-    per = task.kind_impl.loss(task, output, target, task.kind_impl.resolve_options((kind_options or {}).get(task.kind)))
+    per = per_sample_loss(task, output, target, kind_options)
     m = mask.to(per.dtype)
     # where() rather than multiply: a placeholder target can never leak a NaN/inf into the sum
     return torch.where(mask, per, torch.zeros_like(per)).sum() / m.sum().clamp(min=1.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import urllib.request
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -78,10 +79,38 @@ def resolve_weights(backbone: str, weights: str | None):
     return w
 
 
+class MultiLeNet(nn.Sequential):
+    """The shared part of ParetoMTL's MultiMNIST network (Lin et al. 2019, github.com/Xi-L/ParetoMTL,
+    multiMNIST/model_lenet.py; Pareto HyperNetworks uses the same kernels): conv 9x9 (10 maps) -> max-pool
+    2 -> ReLU -> conv 5x5 (20) -> max-pool 2 -> ReLU -> linear 500 -> 50 -> ReLU, for 36 px inputs (max-pool
+    and ReLU commute, so this is their ReLU-then-pool). Their heads are one linear layer 50 -> 10 each
+    (head_dims=[]). It takes 3 input channels (images are decoded to RGB here; a grey digit is the same
+    in each), where theirs takes 1."""
+
+    input_size = 36
+    out_features = 50
+
+    def __init__(self):
+        super().__init__(OrderedDict(
+            conv1=nn.Conv2d(3, 10, kernel_size=9), pool1=nn.MaxPool2d(2), relu1=nn.ReLU(),
+            conv2=nn.Conv2d(10, 20, kernel_size=5), pool2=nn.MaxPool2d(2), relu2=nn.ReLU(),
+            flatten=nn.Flatten(), fc=nn.Linear(5 * 5 * 20, self.out_features), relu3=nn.ReLU()))
+
+
+LOCAL_BACKBONES = {"multi_lenet": MultiLeNet}  # small networks the benchmarks' papers use; no weights
+
+
 def make_backbone(name: str, weights: str | None = None) -> tuple[nn.Module, int]:
-    """A torchvision classifier by name with its classifier replaced by identity, and its feature size."""
+    """A torchvision classifier by name with its classifier replaced by identity, and its feature size
+    (or one of LOCAL_BACKBONES, trained from scratch)."""
+    if name in LOCAL_BACKBONES:
+        if weights:
+            raise UserError(f"backbone '{name}' has no pretrained weights (weights={weights!r}); use weights=None")
+        net = LOCAL_BACKBONES[name]()
+        return net, net.out_features
     if name not in torchvision.models.list_models(module=torchvision.models):
-        raise UserError(f"unknown backbone '{name}' (try resnet18, resnet50, mobilenet_v3_small, efficientnet_b0)")
+        raise UserError(f"unknown backbone '{name}' (try resnet18, resnet50, mobilenet_v3_small, efficientnet_b0, "
+                        f"{', '.join(LOCAL_BACKBONES)})")
     w = resolve_weights(name, weights)
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(READ_TIMEOUT)  # torch.hub's download has no timeout of its own
@@ -218,7 +247,8 @@ def freeze_backbone(model: HydraNet, stage: str) -> None:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        x = torch.randn(2, 3, 64, 64)
+        size = getattr(model.backbone, "input_size", 64)
+        x = torch.randn(2, 3, size, size)
         ok = torch.allclose(model.backbone(x), torch.flatten(run_stages(model.backbone, x), 1), atol=1e-5)
     model.train(was_training)
     if not ok:

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtl.bootstrap import Family, GroupBootstrap, Judged, Score, delta_m, resamples_for, sample_stats
+from mtl.bootstrap import Family, GroupBootstrap, Judged, Score, delta_m, point, resamples_for, sample_stats
+from mtl.losses import per_sample_loss
 from mtl.metrics import best_constant
 from mtl.tasks import Task
 
@@ -179,3 +180,70 @@ def score_cell(value: float, ci=None, digits: int = 3) -> str:
 def delta_m_of(attrs: dict) -> tuple[float, tuple[float, float]]:
     v, lo, hi = attrs.get("delta_m", (math.nan, math.nan, math.nan))
     return v, (lo, hi)
+
+
+TUNED = "fixed (tuned)"
+
+
+def equal_budget(tasks, manifest, picks: dict[str, dict[str, torch.Tensor]], trials: dict[str, str],
+                 budget: int, n_tuned: int, single: dict[str, torch.Tensor] | None = None) -> str:
+    """The equal-budget verdict of a method study, on test: each method's val-selected trial among its
+    `budget` trainings against the fixed weights tuned with as many trainings (`picks[TUNED]`), paired
+    differences judged with Holm over every method x task. `trials`: row -> which trial it is. The last
+    column is the mean over the tasks (e.g. the benchmark's mean accuracy) with its interval from the same
+    resamples. `single`: the single-task baselines' test outputs, shown for reference (outside the family)."""
+    targets, masks = manifest.targets("test")
+    others = [m for m in picks if m != TUNED]
+    boot = GroupBootstrap(manifest.groups("test"), resamples_for(len(others) * len(tasks)))
+    rows = {**picks, **({SINGLE: single} if single else {})}
+    stats = {name: {t.name: sample_stats(t, out[t.name], targets[t.name], masks[t.name]) for t in tasks}
+             for name, out in rows.items()}
+    reps = {name: {t.name: boot.replicates(t, st[t.name]) for t in tasks} for name, st in stats.items()}
+    pts = {name: {t.name: point(t, st[t.name]) for t in tasks} for name, st in stats.items()}
+    family = Family("every method x every task: its val-selected trial minus the tuned fixed weights' val-selected "
+                    "trial, on test")
+    for m in others:
+        for t in tasks:
+            family.add((m, t.name), t.direction, pts[m][t.name] - pts[TUNED][t.name], reps[m][t.name] - reps[TUNED][t.name])
+    judged = family.judge()
+    mark = {"better": " ▲", "worse": " ▼", "no clear difference": ""}
+
+    def cell(name, t):
+        lo, hi = np.quantile(reps[name][t.name][np.isfinite(reps[name][t.name])], [0.025, 0.975])
+        return f"{pts[name][t.name]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    def mean_cell(name):
+        m = np.mean([reps[name][t.name] for t in tasks], axis=0)
+        lo, hi = np.quantile(m[np.isfinite(m)], [0.025, 0.975])
+        return f"{np.mean([pts[name][t.name] for t in tasks]):.3f} [{lo:.3f}, {hi:.3f}]"
+
+    head = " | ".join(f"{t.name} {t.primary_metric}" for t in tasks)
+    lines = [f"Equal budget: every method had {budget} trainings (its repeats; the fixed weights: {n_tuned} trials of "
+             f"TPE over the loss weights, the first the plain sum); each row is the method's val-selected training "
+             f"(best mean val objective), scored once on test: {boot.n_groups} groups, score [95 % group-bootstrap "
+             f"interval, {boot.weights.shape[0]} resamples]. Differences are against `{TUNED}`, paired on the same "
+             f"resamples, each interval at Holm's level; ▲/▼: better/worse after Holm. " + family.statement(), "",
+             f"| method | trial | {head} | mean | " + " | ".join(f"Δ {t.name}" for t in tasks) + " |",
+             "|---|---|" + "---:|" * (2 * len(tasks) + 1)]
+    for name in [TUNED, *others, *([SINGLE] if single else [])]:
+        diffs = [""] * len(tasks) if name in (TUNED, SINGLE) else [
+            f"{judged[(name, t.name)].diff.signed()}{mark[judged[(name, t.name)].verdict]}" for t in tasks]
+        lines.append(f"| {name} | {trials.get(name, '')} | " + " | ".join(cell(name, t) for t in tasks)
+                     + f" | {mean_cell(name)} | " + " | ".join(diffs) + " |")
+    # each task's training loss on test (cross-entropy for multiclass: what the MultiMNIST papers report)
+    lines += ["", "Test loss (each task's training loss with default options, e.g. cross-entropy in nats for a "
+              "multiclass task; mean per labelled image) [95 % group-bootstrap interval]:", "",
+              "| method | " + " | ".join(f"{t.name} loss" for t in tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for name in [TUNED, *others, *([SINGLE] if single else [])]:
+        cells = []
+        for t in tasks:
+            out = torch.as_tensor(np.asarray(rows[name][t.name], dtype=np.float32))
+            per = per_sample_loss(t, out, torch.as_tensor(np.asarray(targets[t.name])))
+            cells.append(str(boot.mean(per.double().numpy(), masks[t.name])))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    better = sorted({m for (m, _), j in judged.items() if j.verdict == "better"})
+    worse = sorted({m for (m, _), j in judged.items() if j.verdict == "worse"})
+    verdict = ("Verdict: " + (f"better than the tuned weighted sum on some task: {', '.join(better)}; " if better else
+                              "no method beats the tuned weighted sum on any task; ")
+               + (f"worse on some task: {', '.join(worse)}." if worse else "none is worse on any task."))
+    return "\n".join(lines + ["", verdict]) + "\n"

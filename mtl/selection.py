@@ -62,6 +62,44 @@ def compared_members(study, storage: str | None = None) -> list[tuple[str, str]]
     return [(str(t.params.get("round", f"trial-{t.number}")), t.user_attrs["mlflow_run_id"]) for t in done]
 
 
+def val_rank_key(values: list[float], dirs: list[str]) -> float:
+    """A trial's mean val objective, each objective signed so that larger is better (for picking one trial
+    among a method's repeats; equal-scale objectives such as the accuracies of a benchmark's tasks)."""
+    return sum(v if d == "maximize" else -v for v, d in zip(values, dirs)) / len(values)
+
+
+def selected_per_method(study, s, members: list[Member]) -> dict[str, Member]:
+    """For a study that searches `method`: each method's val-selected trial, the one with the best mean val
+    objective among its trials (its repeats: the method's whole budget), earliest on ties."""
+    from mtl.tables import method_of
+    dirs = directions_of(s)
+    params = {t.number: t.params for t in s.trials}
+    out: dict[str, Member] = {}
+    for m in members:
+        method = method_of(params.get(m.number, {}))
+        if method is not None and (method not in out or val_rank_key(m.values, dirs) > val_rank_key(out[method].values, dirs)):
+            out[method] = m
+    return out
+
+
+def tuned_fixed_member(study, storage: str | None = None) -> tuple[Member, int] | None:
+    """The val-selected trial of the study's TUNED_FIXED study (the fixed weights tuned with one method's
+    budget) and how many trials it ran, when it has run on the same manifest and objectives."""
+    if not study.tuned_fixed:
+        return None
+    try:
+        base, s, done = open_existing(study.tuned_fixed, storage if storage and "://" in storage else None)
+    except UserError:
+        return None
+    if Path(base.manifest).resolve() != Path(study.manifest).resolve() or list(base.objectives) != list(study.objectives):
+        return None
+    if not done:
+        return None
+    dirs = directions_of(s)
+    pick = max(done, key=lambda t: (val_rank_key(list(t.values), dirs), -t.number))
+    return Member(pick.number, pick.user_attrs["mlflow_run_id"], list(pick.values)), len(done)
+
+
 def tied_with_best(tasks, manifest, members: list[Member], best: dict[str, Member], task_output) -> dict[str, list[Member]]:
     """Per task, the completed trials whose paired val difference from that task's best has a 95 % interval
     containing 0 (the best itself included): the trials the val split cannot tell apart from the best.

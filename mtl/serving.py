@@ -95,7 +95,8 @@ def stage_digests(model) -> list[str] | None:
     the first k digests compute the same thing up to stage k. None when the backbone's forward is not its
     stages in order (then the member runs alone)."""
     with torch.no_grad():
-        x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        size = getattr(model.backbone, "input_size", 64)  # a fixed-size backbone (MultiLeNet: 36 px)
+        x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
         if not torch.allclose(model.backbone(x), torch.flatten(run_stages(model.backbone, x), 1), atol=1e-5):
             return None
     out, h = [], hashlib.sha1()

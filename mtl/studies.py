@@ -39,6 +39,7 @@ class Study:
     single_task: bool = False  # SINGLE_TASK_BASELINES: one head alone per objective, same budget -> Δm %
     enqueue: tuple = ()  # ENQUEUE: partial parameter sets run first, once (e.g. each method R times)
     compare_with: str | None = None  # COMPARE_WITH: a study of fixed rounds the reports compare this one with
+    tuned_fixed: str | None = None  # TUNED_FIXED: the study that tuned `fixed` with one method's budget (method studies)
 
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random")
@@ -82,10 +83,14 @@ def load_study(name: str) -> Study:
     compare_with = getattr(mod, "COMPARE_WITH", None)
     if compare_with is not None and not (isinstance(compare_with, str) and (EXPERIMENTS / f"{compare_with}.py").is_file()):
         raise UserError(f"{path}: COMPARE_WITH = {compare_with!r}: no such study in {EXPERIMENTS}/")
+    tuned_fixed = getattr(mod, "TUNED_FIXED", None)
+    if tuned_fixed is not None and not (isinstance(tuned_fixed, str) and (EXPERIMENTS / f"{tuned_fixed}.py").is_file()):
+        raise UserError(f"{path}: TUNED_FIXED = {tuned_fixed!r}: no such study in {EXPERIMENTS}/")
     return Study(name, path, str(mod.MANIFEST), list(mod.OBJECTIVES), mod.BASE,
                  int(getattr(mod, "TRIALS", len(configs) if configs else 10)), int(getattr(mod, "EPOCHS", mod.BASE.epochs)),
                  getattr(mod, "search_space", None), configs, (mod.__doc__ or "").strip(), sampler, pretrain,
-                 early_stop, bool(getattr(mod, "SINGLE_TASK_BASELINES", False)), tuple(enqueue), compare_with)
+                 early_stop, bool(getattr(mod, "SINGLE_TASK_BASELINES", False)), tuple(enqueue), compare_with,
+                 tuned_fixed)
 
 
 def trial_config(study: Study, trial, epochs: int) -> TrainConfig:

@@ -113,6 +113,9 @@ def train_one_epoch(net, criterion, optimizer, loader, device, cfg: TrainConfig,
         optimizer.zero_grad(set_to_none=True)
         meter.add(criterion.backward(features, heads, targets, masks), masks)
         optimizer.step()
+        if criterion.needs_losses_after_step:
+            with torch.no_grad(), autocast(device, cfg.amp):
+                criterion.after_step(criterion.losses(net(x), targets, masks))
     return meter.means()
 
 

@@ -9,6 +9,8 @@ import sys
 import mlflow
 import pytest
 import torch
+import torchjd.aggregation as agg
+import torchjd.scalarization as sc
 
 from mtl import methods
 from mtl.__main__ import main
@@ -16,13 +18,16 @@ from mtl.checkpoints import load_checkpoint
 from mtl.config import TrainConfig
 from mtl.errors import UserError
 from mtl.model import HydraNet
+from mtl.selection import select, selected_per_method
+from mtl.storage import open_existing
 from mtl.tasks import Task
 from mtl.training import check_config, fit, shared_params
 
 TASKS = [Task("gender", "binary", ("F", "M")), Task("race", "multiclass", ("a", "b", "c")),
          Task("colors", "multilabel", ("r", "g", "b", "k")), Task("age", "regression", center=40.0, scale=20.0)]
 TORCHJD = ["upgrad", "mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "dualproj", "graddrop",
-           "config", "random", "excess_mtl", "fairgrad", "gradvac"]
+           "config", "random", "excess_mtl", "fairgrad", "gradvac", "cr_mogm", "pcd"]
+SCALARIZERS = ["stch", "geometric_mean", "imtl_l", "famo", "pbi", "cosmos"]
 
 
 def batch(n=12, missing=()):
@@ -44,7 +49,7 @@ def grads(net):
 
 
 def test_every_listed_method_is_registered_and_cites_its_paper():
-    assert set(TORCHJD) | {"fixed", "uncertainty", "dwa"} <= set(methods.names())
+    assert set(TORCHJD) | set(SCALARIZERS) | {"fixed", "uncertainty", "dwa"} <= set(methods.names())
     for name in methods.names():
         cls = methods.get(name)
         assert cls.cite and (cls.__doc__ or sys.modules[cls.__module__].__doc__), name
@@ -52,7 +57,9 @@ def test_every_listed_method_is_registered_and_cites_its_paper():
 
 @pytest.mark.parametrize("name,aggregator,kwargs", [
     ("upgrad", "UPGrad", {}), ("mgda", "MGDA", {}), ("pcgrad", "PCGrad", {}),
-    ("excess_mtl", "ExcessMTL", {}), ("fairgrad", "FairGrad", {"alpha": 1.0}), ("gradvac", "GradVac", {})])
+    ("excess_mtl", "ExcessMTL", {}), ("fairgrad", "FairGrad", {"alpha": 1.0}), ("gradvac", "GradVac", {}),
+    ("cr_mogm", lambda: agg.GramianWeightedAggregator(agg.CRMOGMWeighting(agg.MGDAWeighting(), alpha=0.9)), {}),
+    ("pcd", "PCD", {"tau": 0.02})])
 @pytest.mark.parametrize("missing", [(), ("colors",)])
 def test_step_equals_torchjd_on_the_shared_features(name, aggregator, kwargs, missing):
     """Ours: one criterion.backward. Reference: the Jacobian of the labelled tasks' losses w.r.t. the
@@ -73,7 +80,8 @@ def test_step_equals_torchjd_on_the_shared_features(name, aggregator, kwargs, mi
     losses = task_losses(TASKS, ref.heads_forward(z), targets, masks)
     present = [t.name for t in TASKS if t.name not in missing]
     rows = [torch.autograd.grad(losses[k], z, retain_graph=True)[0].reshape(-1) for k in present]
-    direction = getattr(torchjd.aggregation, aggregator)(**kwargs)(torch.stack(rows))
+    make = aggregator if callable(aggregator) else lambda: getattr(torchjd.aggregation, aggregator)(**kwargs)
+    direction = make()(torch.stack(rows))
     feats.backward(direction.reshape(z.shape))
     for k in present:  # each head gets its own task's gradient
         torch.autograd.backward(losses[k], inputs=[p for p in ref.heads[k].parameters()], retain_graph=True)
@@ -94,14 +102,14 @@ def test_step_equals_torchjd_on_the_shared_features(name, aggregator, kwargs, mi
     feats = ref_p.features(x)
     losses = task_losses(TASKS, ref_p.heads_forward(feats), targets, masks)
     mtl_backward([losses[k] for k in present], features=feats)
-    jac_to_grad(shared_params(ref_p), getattr(torchjd.aggregation, aggregator)(**kwargs))
+    jac_to_grad(shared_params(ref_p), make())
     got, want = grads(ours_p), grads(ref_p)
     assert set(got) == set(want)
     for k in want:
         assert torch.allclose(got[k], want[k], atol=1e-5, rtol=1e-4), k
 
 
-@pytest.mark.parametrize("name", ["fixed", "uncertainty", "dwa", *TORCHJD])
+@pytest.mark.parametrize("name", ["fixed", "uncertainty", "dwa", *TORCHJD, *[s for s in SCALARIZERS if s != "famo"]])
 def test_every_method_steps_and_reports_weights_and_cosines(name):
     x, targets, masks = batch(missing=("race",))
     net = model()
@@ -120,6 +128,69 @@ def test_every_method_steps_and_reports_weights_and_cosines(name):
     assert -1.0 <= stats["grad/cosine"] <= 1.0
     assert "grad/cosine/gender-vs-colors" in stats and not any("race" in k for k in stats if k.startswith("grad/"))
     assert crit.epoch_stats() == {}  # reset each epoch
+
+
+def _uniform(n):
+    return torch.full((n,), 1.0 / n)
+
+
+SCALARIZER_REFS = {  # torchjd's scalarizer as each method's defaults configure it, for n tasks
+    "stch": lambda n: sc.STCH(mu=0.5, weights=_uniform(n)), "geometric_mean": lambda n: sc.GeometricMean(),
+    "imtl_l": lambda n: sc.IMTLL(n), "famo": lambda n: sc.FAMO(n),
+    "pbi": lambda n: sc.PBI(theta=5.0, weights=_uniform(n)), "cosmos": lambda n: sc.COSMOS(lambda_=1.0, weights=_uniform(n))}
+
+
+@pytest.mark.parametrize("name", SCALARIZERS)
+def test_scalarizer_step_equals_torchjd_called_directly(name):
+    """Ours: one criterion.backward (and FAMO's after_step). Reference: torchjd's scalarizer on the stacked
+    task losses, one backward (FAMO: then `update` with the losses recomputed after the step)."""
+    from mtl.losses import task_losses
+    x, targets, masks = batch()
+    ours, ref = model(), model()
+    crit = methods.make_criterion(TrainConfig(method=name), TASKS, shared_params(ours))
+    opt = torch.optim.SGD(ours.parameters(), lr=0.1)
+    crit.backward(ours.features(x), ours.heads_forward, targets, masks)
+    got = grads(ours)
+    opt.step()
+    scalarizer = SCALARIZER_REFS[name](len(TASKS))
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    losses = task_losses(TASKS, ref(x), targets, masks)
+    stacked = torch.stack([losses[t.name] for t in TASKS])
+    scalarizer(stacked).backward()
+    want = grads(ref)
+    ref_opt.step()
+    assert set(got) == set(want) and [k for k in got if k.startswith("backbone.")]
+    for k in want:
+        assert torch.allclose(got[k], want[k], atol=1e-5, rtol=1e-4), k
+    weights = {k[len("weight/"):]: v for k, v in crit.epoch_stats().items() if k.startswith("weight/")}
+    assert set(weights) == {t.name for t in TASKS} and all(math.isfinite(v) for v in weights.values())
+    if name == "geometric_mean":  # GLS: each task's weight is the total over n times 1/its loss
+        prods = [weights[t.name] * float(losses[t.name].detach()) for t in TASKS]
+        assert max(prods) - min(prods) < 1e-4 * max(prods)
+    if name == "famo":
+        with torch.no_grad():
+            crit.after_step(crit.losses(ours(x), targets, masks))
+            scalarizer.update(torch.stack([v for v in task_losses(TASKS, ref(x), targets, masks).values()]))
+        assert torch.allclose(crit.scalar._w, scalarizer._w, atol=1e-6) and scalarizer._w.abs().sum() > 0
+
+
+def test_famo_needs_every_task_and_imtl_l_leaves_an_unlabelled_tasks_scale_alone():
+    x, targets, masks = batch(missing=("race",))
+    net = model()
+    crit = methods.make_criterion(TrainConfig(method="famo"), TASKS, shared_params(net))
+    with pytest.raises(UserError, match="famo.*race"):
+        crit.backward(net.features(x), net.heads_forward, targets, masks)
+    crit = methods.make_criterion(TrainConfig(method="imtl_l"), TASKS, shared_params(net))
+    crit.backward(net.features(x), net.heads_forward, targets, masks)
+    g = crit.scalar.log_scale.grad
+    assert g[1] == 0 and all(g[i] != 0 for i in (0, 2, 3))  # race is task 1
+
+
+def test_pcd_puts_the_primary_task_first():
+    crit = methods.make_criterion(TrainConfig(method="pcd", method_args={"primary": "colors"}), TASKS)
+    assert crit.order(["gender", "race", "colors"]) == ["colors", "gender", "race"]
+    with pytest.raises(UserError, match="primary='nope'"):
+        methods.make_criterion(TrainConfig(method="pcd", method_args={"primary": "nope"}), TASKS)
 
 
 def test_uncertainty_parameter_of_an_unlabelled_task_does_not_move():
@@ -155,7 +226,8 @@ def test_dwa_ratio_is_one_for_an_epoch_without_labels():
     assert math.isclose(crit.weights()["colors"], 3 * e[2] / sum(e), rel_tol=1e-6)
 
 
-@pytest.mark.parametrize("weighting,key", [("uncertainty", "log_var.age"), ("dwa", "_extra_state")])
+@pytest.mark.parametrize("weighting,key", [("uncertainty", "log_var.age"), ("dwa", "_extra_state"),
+                                            ("imtl_l", "scalar.log_scale")])
 def test_checkpoints_hold_the_weighting_state_and_from_restores_it(weighting, key, utk_small, tmp_path):
     from mtl.data.manifest import load_manifest
     m = load_manifest(utk_small)
@@ -167,7 +239,7 @@ def test_checkpoints_hold_the_weighting_state_and_from_restores_it(weighting, ke
     if weighting == "dwa":
         assert len(ckpt["criterion"]["_extra_state"]["history"]) == 3
     else:
-        assert float(ckpt["criterion"]["log_var.age"]) != 0.0  # learned
+        assert bool((ckpt["criterion"][key] != 0.0).all())  # learned
     # --from continues: epoch 1 of the resumed run applies the restored weights, not the initial ones
     resumed = fit(cfg.replace(epochs=1), m, tmp_path / "b", resume=ckpt)
     w_last = res.history[-1]
@@ -249,10 +321,26 @@ def search_space(trial, base):
 '''
 
 
+TUNED_STUDY = '''
+"""The fixed weights tuned with a method's budget (tests)."""
+from mtl import methods
+from mtl.studies import load_study
+_m = load_study("meth")
+MANIFEST, OBJECTIVES, BASE, EPOCHS = _m.manifest, _m.objectives, _m.base, _m.epochs
+TRIALS = 2
+ENQUEUE = [{f"loss_weight.{t}": 1.0 for t in OBJECTIVES}]
+
+
+def search_space(trial, base):
+    return base.replace(**methods.suggest(trial, "fixed", OBJECTIVES))
+'''
+
+
 def test_method_study_equal_budget_single_task_baselines_and_delta_m(isolated_stores, fgo_small, capsys):
     exp = isolated_stores / "experiments"
     exp.mkdir()
-    (exp / "meth.py").write_text(METHOD_STUDY.format(manifest=fgo_small))
+    (exp / "meth.py").write_text(METHOD_STUDY.format(manifest=fgo_small) + 'TUNED_FIXED = "tuned"\n')
+    (exp / "tuned.py").write_text(TUNED_STUDY)
     assert main(["tune", "meth"]) == 0
     runs = mlflow.search_runs(experiment_names=["meth"], output_format="list")
     single = {r.data.tags["mtl.task"]: r for r in runs if r.data.tags.get("mtl.role") == "single-task"}
@@ -284,8 +372,29 @@ def test_method_study_equal_budget_single_task_baselines_and_delta_m(isolated_st
     assert "Paired difference of the means against `fixed`" in methods_md and "Holm" in methods_md
     assert "(8 paired comparisons)" in methods_md  # upgrad and cagrad x 3 tasks and Δm
 
+    picks = selected_per_method(*select("meth")[:2], select("meth")[4])
+    assert set(picks) == {"fixed", "upgrad", "cagrad"}
+    for p in picks.values():  # pareto keeps each method's val-selected training: the equal-budget verdict reads it
+        assert not mlflow.get_run(p.run_id).data.tags.get("checkpoints", "").startswith("removed")
+
+    capsys.readouterr()
+    assert main(["ensemble", "meth"]) == 0  # the tuned study has not run: one line, no verdict
+    assert "no equal-budget verdict: study 'tuned'" in capsys.readouterr().out
+    assert not (isolated_stores / "reports" / "meth" / "equal_budget.md").exists()
+    assert main(["tune", "tuned"]) == 0  # a queue shorter than TRIALS: the queued plain sum first, then TPE
+    done = open_existing("tuned", None)[2]
+    assert len(done) == 2 and done[0].params == {"loss_weight.gender": 1.0, "loss_weight.region": 1.0,
+                                                 "loss_weight.colors": 1.0}
     assert main(["ensemble", "meth"]) == 0
+    verdict = (isolated_stores / "reports" / "meth" / "equal_budget.md").read_text()
+    main_table = verdict.split("Test loss")[0].splitlines()
+    rows = {r.split("|")[1].strip(): r for r in main_table if r.startswith("| ") and "---" not in r}
+    assert {"fixed (tuned)", "fixed", "upgrad", "cagrad", "single-task"} <= set(rows)
+    assert rows["fixed (tuned)"].split("|")[2].strip().startswith("tuned #")
+    assert "(9 paired comparisons)" in verdict and "Verdict:" in verdict  # 3 methods x 3 tasks against the tuned
+    assert "region loss" in verdict and "colors loss" in verdict  # each task's loss on test
     report = (isolated_stores / "reports" / "meth" / "report.md").read_text()
+    assert "## Equal budget" in report
     assert "| task | best constant | single-task |" in report and "Holm" in report
     # Δm only for single runs: the tuned best and the ensembles pick among trials (not like-for-like)
     assert "tuned best - single-task" not in report and "Δm % vs single-task" not in report

@@ -86,6 +86,8 @@ def test_composer_is_deterministic_leak_free_and_has_every_kind(tmp_path):
     assert int(row["sum"]) == int(row["left"]) + int(row["right"])
     assert (row["same"] == "yes") == (row["left"] == row["right"])
     assert set(row["present"].split("|")) == {row["left"], row["right"]}
+    two = load_manifest(multimnist.two_task_path(a), check_images=True)  # the benchmark's tasks, same images
+    assert [t.name for t in two.tasks] == ["left", "right"] and two.table["image"].tolist() == m.table["image"].tolist()
     with pytest.raises(UserError, match="need"):
         multimnist.make_multimnist(files, tmp_path / "c" / "mm.csv", {"train": 100, "val": 5, "test": 6})
 

@@ -14,7 +14,7 @@ from mtl.storage import default_storage, make_storage
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 # what shrinks a study: its images, and its PRETRAIN stage's epochs (rounds and trials take --epochs 1)
 SHRINK = '''
-BASE = BASE.replace(image_size=32)
+BASE = BASE.replace(image_size=32) if BASE.backbone != "multi_lenet" else BASE  # LeNet's input is 36 px
 if globals().get("PRETRAIN") is not None:
     PRETRAIN = PRETRAIN.replace(image_size=32, epochs=1)
 if globals().get("CONFIGS"):
@@ -33,12 +33,21 @@ def test_every_committed_study_trains_one_trial(name, isolated_stores, fgo_small
         cached.parent.mkdir(parents=True)
         torch.save(torchvision.models.resnet18().state_dict(), cached)
     small = utk_small if "utk_synth" in text else fgo_small
-    text = text.replace("data_manifests/utk_synth.csv" if "utk_synth" in text else "data_manifests/fgo_synth.csv",
-                        str(small))
+    mm = "data/multimnist/multimnist_lr.csv"
+    if mm in text or "multimnist" in name:  # a tiny MultiMNIST composed from idx files the test writes
+        from mtl.data import multimnist
+        from tests.test_multimnist import tiny_mnist
+        (isolated_stores / "idx").mkdir()
+        files = tiny_mnist(isolated_stores / "idx")
+        multimnist.make_multimnist(files, isolated_stores / "mm" / "multimnist.csv", {"train": 12, "val": 4, "test": 4})
+    swap = {"data_manifests/utk_synth.csv" if "utk_synth" in text else "data_manifests/fgo_synth.csv": str(small),
+            mm: str(isolated_stores / "mm" / "multimnist_lr.csv")}
     exp = isolated_stores / "experiments"
     exp.mkdir()
-    for other in EXPERIMENTS.glob("*.py"):  # COMPARE_WITH names another study: it must exist
-        (exp / other.name).write_text(other.read_text())
+    for other in EXPERIMENTS.glob("*.py"):  # COMPARE_WITH / TUNED_FIXED name another study: it must exist
+        (exp / other.name).write_text(other.read_text().replace(mm, swap[mm]))
+    for old, new in swap.items():
+        text = text.replace(old, new)
     (exp / f"{name}.py").write_text(text + SHRINK.format())
     assert main(["tune", name, "--trials", "1", "--epochs", "1"]) == 0, capsys.readouterr().err
     s = optuna.load_study(study_name=name, storage=make_storage(default_storage(name)))

@@ -5,7 +5,9 @@ Only then are the test labels read, once, for the final table (mtl/reports.py): 
 95 % group-bootstrap interval, the best constant predictor, the study's COMPARE_WITH rounds where that
 study ran on the same manifest, and paired intervals for each comparison. `reports/<study>/report.md`
 is the table a researcher reads (also on the study's parent run); the chosen ensemble is registered
-as `models:/<study>@ensemble`.
+as `models:/<study>@ensemble`. A method study with TUNED_FIXED also gets the equal-budget verdict
+(`equal_budget.md`, appended to the report): each method's val-selected training against the fixed
+weights tuned with as many trainings.
 """
 
 from __future__ import annotations
@@ -20,9 +22,31 @@ from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.inference import CheckpointCache
 from mtl.registry import register_ensemble
-from mtl.reports import SINGLE, Selection, final_scores, to_markdown, write_report
+from mtl.reports import SINGLE, TUNED, Selection, equal_budget, final_scores, to_markdown, write_report
 from mtl.runs import find_parent
-from mtl.selection import compared_members, select, tied_with_best
+from mtl.selection import compared_members, select, selected_per_method, tied_with_best, tuned_fixed_member
+from mtl.tables import method_of
+
+
+def equal_budget_section(study, s, storage, tasks, manifest, members, test, single) -> str | None:
+    """A method study with TUNED_FIXED: each method's val-selected training against the tuned fixed weights'
+    (mtl.reports.equal_budget), on test. None for other studies; one line when the tuned study has not run."""
+    picks = selected_per_method(study, s, members)
+    if not study.tuned_fixed or not picks:
+        return None
+    tuned = tuned_fixed_member(study, storage)
+    if tuned is None:
+        print(f"no equal-budget verdict: study '{study.tuned_fixed}' has no completed trial on {study.manifest} "
+              f"(make tune STUDY={study.tuned_fixed})")
+        return None
+    member, n_tuned = tuned
+    counts: dict[str, int] = {}
+    for t in s.trials:
+        if t.state.name == "COMPLETE" and method_of(t.params):
+            counts[method_of(t.params)] = counts.get(method_of(t.params), 0) + 1
+    outputs = {TUNED: test.member(member.run_id, tasks)} | {m: test.member(p.run_id, tasks) for m, p in picks.items()}
+    trials = {TUNED: f"{study.tuned_fixed} #{member.number}"} | {m: f"#{p.number}" for m, p in picks.items()}
+    return equal_budget(tasks, manifest, outputs, trials, max(counts.values()), n_tuned, single)
 
 
 def main(args) -> int:
@@ -63,6 +87,12 @@ def main(args) -> int:
     (out / "ensemble_test.md").write_text(md)
     report = write_report(out / "report.md", study, manifest, tasks, final, choices, [n for n, _ in rounds], selection)
     print(md)
+    verdict = equal_budget_section(study, s, args.storage, tasks, manifest, all_members, test, outputs.get(SINGLE))
+    if verdict:
+        (out / "equal_budget.md").write_text(verdict)
+        with open(out / "report.md", "a") as f:
+            f.write("\n## Equal budget: methods against the tuned weighted sum\n\n" + verdict)
+        print(verdict)
 
     exp = tracking.ensure_experiment(client, study.name)
     parent = find_parent(client, study.name)  # a child of the study's parent: out of the trials' comparison
@@ -74,7 +104,7 @@ def main(args) -> int:
         run.log_metrics({f"test/{t.metric_key}": chosen[t.name].value for t in tasks}
                         | {f"test/{t.metric_key}_{e}": getattr(chosen[t.name], e) for t in tasks for e in ("lo", "hi")}
                         | {f"val/{t.metric_key}": choices[t.name]["chosen"].val for t in tasks})
-        for f in ("ensemble_test.md", "ensemble_test.csv", "report.md"):
+        for f in ("ensemble_test.md", "ensemble_test.csv", "report.md", *(["equal_budget.md"] if verdict else [])):
             run.log_artifact(out / f)
     register_ensemble(client, study.name, run.run_id, tasks, choices, front, test, manifest)
     for old in client.search_runs([exp], f"tags.`mtl.role` = 'ensemble' and tags.`mtl.study` = '{study.name}'"):

@@ -20,7 +20,7 @@ from mtl.inference import CheckpointCache
 from mtl.registry import register_best, register_composite, remove_dominated_checkpoints
 from mtl.reports import delta_m_of, score_cell
 from mtl.runs import find_parent, single_task_stats
-from mtl.selection import select, simplest, tied_with_best
+from mtl.selection import select, selected_per_method, simplest, tied_with_best
 from mtl.tables import best_vs_runner_up, front_table, method_of, methods_table
 
 
@@ -81,7 +81,8 @@ def main(args) -> int:
         client.set_tag(m.run_id, "tied_best_for", ",".join(tied_for.get(m.number, [])))
     versions = register_best(client, study.name, best, manifest)
     if not study.configs and not getattr(args, "keep_checkpoints", False):
-        n, freed = remove_dominated_checkpoints(client, members, front)
+        keep = front + list(selected_per_method(study, s, members).values())  # each method's pick: the verdict's
+        n, freed = remove_dominated_checkpoints(client, members, keep)
         if n:
             print(f"removed the checkpoints of {n} dominated trial(s), {freed / 1e6:.0f} MB (metrics, val outputs and "
                   f"index stay; --keep-checkpoints keeps them)")

@@ -82,7 +82,8 @@ def main(args) -> int:
         todo = pending_entries(study.enqueue, s.get_trials(deepcopy=False))
         for params in todo:
             s.enqueue_trial(params)
-        trials = min(trials, len(todo)) if todo and not args.trials else trials
+        if todo and not args.trials and len(study.enqueue) >= study.trials:  # the queue is the whole study
+            trials = min(trials, len(todo))
     parent_id = parent_run(client, experiment_id, study, storage_url, manifest)
     client.update_run(parent_id, status="RUNNING")
     status = "FINISHED"

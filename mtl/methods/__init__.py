@@ -5,9 +5,12 @@ targets, masks) into per-task losses and performs the backward for its method. T
 
 - loss weightings (`LossWeighting`): fixed.py, uncertainty.py (Kendall et al. 2018), dwa.py (Liu et
   al. 2019): one weighted sum, one backward;
+- loss scalarizers (`ScalarizerMethod`, scalarization.py, a LossWeighting): torchjd's scalarizers
+  (STCH, geometric mean, IMTL-L, FAMO, PBI, COSMOS) on the labelled tasks' losses;
 - gradient methods (`JacobianMethod`, jacobian.py): torchjd aggregators (UPGrad, MGDA, PCGrad,
-  CAGrad, Nash-MTL, IMTL-G, Aligned-MTL, DualProj, GradDrop, ConFIG, Random/RLW) applied to the
-  Jacobian of the per-task losses with respect to the shared features.
+  CAGrad, Nash-MTL, IMTL-G, Aligned-MTL, DualProj, GradDrop, ConFIG, Random/RLW, ExcessMTL, FairGrad,
+  GradVac, CR-MOGM, PCD) applied to the Jacobian of the per-task losses with respect to the shared
+  features.
 
 A new method is one module here that subclasses one of them and decorates it with `@register`,
 plus its test. Its parameters are `Param`s (mtl/params.py) declared in its class (`per_task=True`: one

@@ -113,6 +113,11 @@ class Criterion(nn.Module):
     def end_epoch(self, mean_losses: dict[str, float]) -> None:
         """Each epoch's mean *unweighted* train loss per task (NaN: no labelled sample that epoch)."""
 
+    needs_losses_after_step: ClassVar[bool] = False  # True: the loop calls after_step once per batch
+
+    def after_step(self, losses: dict[str, torch.Tensor]) -> None:
+        """The same batch's per-task losses recomputed after the optimizer's step (FAMO's weight update)."""
+
     # --- what the UI shows ------------------------------------------------------------------
     def _reset_stats(self) -> None:
         self._w_sum = {k: 0.0 for k in self.task_names}
@@ -240,6 +245,10 @@ class JacobianMethod(Criterion):
         crit.aggregator_for(tuple(crit.task_names))  # its optional dependencies, checked now
         return crit
 
+    def order(self, present: list[str]) -> list[str]:
+        """The labelled tasks in the order their rows enter the aggregator (PCD: the primary first)."""
+        return present
+
     def make_aggregator(self, n_tasks: int) -> nn.Module:
         """`torchjd.aggregation.<aggregator>` with the method's parameters (override for other arguments)."""
         import torchjd.aggregation
@@ -261,7 +270,7 @@ class JacobianMethod(Criterion):
         z = features if params_mode else leaf.view_as(leaf)  # torchjd wants features with a grad_fn
         losses = self.losses(heads(z), targets, masks)
         self.check_finite(losses)
-        present = self.present(masks, self.task_names)
+        present = self.order(self.present(masks, self.task_names))
         if not present:
             return {k: v.detach() for k, v in losses.items()}
         agg = self.aggregator_for(tuple(present))

@@ -5,6 +5,7 @@ passed to the aggregator `torchjd.aggregation.<aggregator>` by name."""
 
 from __future__ import annotations
 
+from mtl.errors import UserError
 from mtl.methods.base import JacobianMethod, register
 from mtl.params import Param
 
@@ -153,3 +154,46 @@ class GradVac(JacobianMethod):
     params = {"beta": Param(0.5, 0.01, 0.99, minimum=0.0)}
     aggregator = "GradVac"
 
+
+
+@register
+class CRMOGM(JacobianMethod):
+    """Zhou et al. 2022, "On the Convergence of Stochastic Multi-Objective Gradient Manipulation and
+    Beyond" (NeurIPS), CR-MOGM: MGDA's task weights smoothed by an exponential moving average across
+    steps (lambda_k = alpha lambda_{k-1} + (1 - alpha) lambda_hat_k), which makes stochastic MGDA
+    converge. Stateful."""
+    name = "cr_mogm"
+    cite = "Zhou et al. 2022 (NeurIPS)"
+    params = {"alpha": Param(0.9, 0.5, 0.99, minimum=0.0)}
+
+    def make_aggregator(self, n_tasks):
+        from torchjd.aggregation import CRMOGMWeighting, GramianWeightedAggregator, MGDAWeighting
+        return GramianWeightedAggregator(CRMOGMWeighting(MGDAWeighting(), alpha=self.args["alpha"]))
+
+
+@register
+class PCD(JacobianMethod):
+    """"Not All Objectives Are Born Equal: Priority-Constrained Descent for Hierarchical Multi-Objective
+    Optimization" (TMLR 2026, arXiv:2606.29521), PCD: follow the primary
+    task's gradient as closely as possible while every other task keeps at least a fraction tau of the
+    progress its own normalised gradient would give. Not symmetric: `primary` names the primary task
+    (default: the first task); the others are auxiliaries. Stateful (a moving average of gradient norms)."""
+    name = "pcd"
+    cite = "Priority-Constrained Descent, TMLR 2026 (arXiv:2606.29521)"
+    params = {"tau": Param(0.02, 0.005, 0.2, log=True, minimum=0.0),
+              "beta": Param(0.999, 0.9, 0.9999, minimum=0.0, tune=False),
+              "primary": Param("", tune=False)}
+
+    def __init__(self, tasks, options=None, shared_params=None, **args):
+        super().__init__(tasks, options, shared_params, **args)
+        if self.args["primary"] and self.args["primary"] not in self.task_names:
+            raise UserError(f"method 'pcd': primary={self.args['primary']!r} is not a task "
+                            f"({', '.join(self.task_names)})")
+        self.primary = self.args["primary"] or self.task_names[0]
+
+    def order(self, present):
+        return [k for k in present if k == self.primary] + [k for k in present if k != self.primary]
+
+    def make_aggregator(self, n_tasks):
+        from torchjd.aggregation import PCD as A
+        return A(tau=self.args["tau"], beta=self.args["beta"])
