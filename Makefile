@@ -53,7 +53,7 @@ dashboard: $(STAMP) ## optuna-dashboard over the study's Optuna storage: make da
 	@echo "optuna-dashboard on http://$(HOST):$(DPORT) (Ctrl-C to stop)"
 	$(BIN)/optuna-dashboard "$(or $(STORAGE),optuna/$(STUDY).log)" --host $(HOST) --port $(DPORT)
 
-ui-check: $(DATA_STAMP) ## the MLflow UI in headless chromium over a tiny study: screenshots in reports/ui/
+ui-check: $(DATA_STAMP) ## the MLflow UI and optuna-dashboard in headless chromium over a tiny study: screenshots in reports/ui/
 	MTL_UI_CHECK=1 $(BIN)/pytest -q -m slow tests/test_ui.py
 
 pareto: $(STAMP) ## Pareto front + best trial per task, tags, registry aliases, plots: make pareto STUDY=s [PREFER=simplest]

@@ -1,7 +1,9 @@
 """Performance ratios measured in one process on the same synthetic batch (`python -m mtl bench` writes them).
 
-Every figure is a ratio of medians of repeated timings after warm-up, so it says how close our
-training step is to what this machine can do, not how fast the machine is. Written to
+Every timing figure is the median of 5 alternating rounds (each round times both sides, the order
+swapped every round, each side the median of 3 calls after warm-up) with the min-max spread of the
+per-round ratios in `spread`, so it says how close our training step is to what this machine can do,
+not how fast the machine is, nor how noisy it was that minute. Written to
 `reports/bench.json` with the raw images/s behind each ratio.
 """
 
@@ -53,6 +55,22 @@ def median_time(fn, repeats: int, warmup: int = 2) -> float:
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def paired_rounds(fa, fb, rounds: int, inner: int = 1, warmup: int = 1) -> dict:
+    """Time a and b in `rounds` alternating rounds (which goes first swaps each round, so drift hits both
+    alike), each time the median of `inner` calls. Returns seconds per call of each (medians over rounds)
+    and b/a per round: its median (the figure) and min-max spread."""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for r in range(rounds):
+        for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+            (ta if which == 0 else tb).append(median_time(fa if which == 0 else fb, inner, warmup=0))
+    per = [b / a for a, b in zip(ta, tb)]
+    return {"a": statistics.median(ta), "b": statistics.median(tb), "ratio": statistics.median(per),
+            "spread": [min(per), max(per)]}
 
 
 def fgo_tasks() -> list[Task]:
@@ -122,7 +140,7 @@ class PerHeadBackbone(torch.nn.Module):
 
 def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest="data_manifests/fgo_synth.csv"):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    reps = 3 if quick else 10
+    rounds, reps = (2, 1) if quick else (5, 3)  # every ratio: the median of `rounds` alternating rounds
     torch.manual_seed(0)
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
     res: dict = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
@@ -136,10 +154,14 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
     model = HydraNet(tasks, backbone).to(device).train()
     w = criterion("uncertainty", tasks, device)
     opt = torch.optim.AdamW(list(model.parameters()) + list(w.parameters()), 1e-3)
-    t_ours = median_time(hydra_step(model, w, opt, x, tg, mk, tasks), reps)
+    spread = res["spread"] = {}  # key -> [min, max] of the per-round ratios; the key holds their median
+
+    def figure(key, fa, fb, scale=1.0):
+        r = paired_rounds(fa, fb, rounds, reps)
+        res[key], spread[key] = scale * r["ratio"], [scale * v for v in r["spread"]]
+        return r["a"], r["b"]
     y = torch.randint(0, 10, (batch_size,), device=device)
-    t_bare = median_time(bare_step(backbone, x, y, device), reps)
-    res["step_vs_bare"] = t_bare / t_ours
+    t_ours, t_bare = figure("step_vs_bare", hydra_step(model, w, opt, x, tg, mk, tasks), bare_step(backbone, x, y, device))
     res["raw"] = {"ours_img_s": ips(t_ours), "bare_img_s": ips(t_bare)}
 
     # shared_vs_per_head_backbone: 3 heads (UTK schema), shared features vs backbone once per head
@@ -149,10 +171,9 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
     m3 = HydraNet(utk, backbone).to(device).train()
     w3 = criterion("fixed", utk, device)
     o3 = torch.optim.AdamW(m3.parameters(), 1e-3)
-    t_shared = median_time(summed_step(m3, w3, o3, x, tg3, mk3, utk), reps)
     per_head = PerHeadBackbone(m3)
-    t_per_head = median_time(summed_step(per_head, w3, o3, x, tg3, mk3, utk), reps)
-    res["shared_vs_per_head_backbone"] = t_per_head / t_shared
+    t_shared, t_per_head = figure("shared_vs_per_head_backbone", summed_step(m3, w3, o3, x, tg3, mk3, utk),
+                                  summed_step(per_head, w3, o3, x, tg3, mk3, utk))
     res["raw"].update(shared_3head_img_s=ips(t_shared), per_head_backbone_img_s=ips(t_per_head))
 
     # heads_8_vs_1
@@ -161,33 +182,29 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
         tgn, mkn = random_targets(ts, batch_size, device)
         mn = HydraNet(ts, backbone).to(device).train()
         wn = criterion("fixed", ts, device)
-        return median_time(hydra_step(mn, wn, torch.optim.AdamW(mn.parameters(), 1e-3), x, tgn, mkn, ts), reps)
-    t1, t8 = heads(1), heads(8)
-    res["heads_8_vs_1"] = t8 / t1
+        return hydra_step(mn, wn, torch.optim.AdamW(mn.parameters(), 1e-3), x, tgn, mkn, ts)
+    t1, t8 = figure("heads_8_vs_1", heads(1), heads(8))
     res["raw"].update(heads_1_img_s=ips(t1), heads_8_img_s=ips(t8))
 
     # jacobian_step_vs_fixed: a torchjd UPGrad step (Jacobian on the shared features) vs the plain sum, 5 tasks
-    def method_time(name):
+    def method_step(name):
         torch.manual_seed(0)
         mj = HydraNet(tasks, backbone).to(device).train()
         cj = criterion(name, tasks, device, mj)
-        return median_time(hydra_step(mj, cj, torch.optim.AdamW(mj.parameters(), 1e-3), x, tg, mk), reps)
-    t_fixed, t_upgrad = method_time("fixed"), method_time("upgrad")
-    res["jacobian_step_vs_fixed"] = t_upgrad / t_fixed
+        return hydra_step(mj, cj, torch.optim.AdamW(mj.parameters(), 1e-3), x, tg, mk)
+    t_fixed, t_upgrad = figure("jacobian_step_vs_fixed", method_step("fixed"), method_step("upgrad"))
     res["raw"].update(fixed_img_s=ips(t_fixed), upgrad_img_s=ips(t_upgrad))
 
-    # gflops_vs_matmul
+    # gflops_vs_matmul: achieved GFLOP/s of the step over those of a large matmul, per round
     from torch.utils.flop_counter import FlopCounterMode
     step = hydra_step(model, w, opt, x, tg, mk, tasks)
     with FlopCounterMode(display=False) as fc:
         step()
-    gflops_step = fc.get_total_flops() / t_ours / 1e9
+    flops_step = fc.get_total_flops()
     n = 2048 if not quick else 1024
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    t_mm = median_time(lambda: a @ b, reps)
-    gflops_mm = 2 * n ** 3 / t_mm / 1e9
-    res["gflops_vs_matmul"] = gflops_step / gflops_mm
-    res["raw"].update(step_gflops=gflops_step, matmul_gflops=gflops_mm)
+    t_step, t_mm = figure("gflops_vs_matmul", step, lambda: a @ b, scale=flops_step / (2 * n ** 3))
+    res["raw"].update(step_gflops=flops_step / t_step / 1e9, matmul_gflops=2 * n ** 3 / t_mm / 1e9)
 
     # amp_vs_fp32 (CUDA only)
     if device.type == "cuda":
@@ -200,8 +217,7 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
         def amp_step():
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 inner()
-        t_amp = median_time(amp_step, reps)
-        res["amp_vs_fp32"] = t_ours / t_amp
+        t_amp, _ = figure("amp_vs_fp32", amp_step, inner)
         res["raw"]["amp_img_s"] = ips(t_amp)
     else:
         res["amp_vs_fp32"] = None
@@ -210,8 +226,14 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
     res.update(frozen_prefix(manifest, image_size, batch_size, quick))
     res.update(early_stopped_epochs())
     res.update(serving_ratios("fgo_regularization", repeats=2 if quick else 5))  # the default study's models
-    res["tracking_overhead_pct"], res["raw"]["trial_s_untracked"], res["raw"]["trial_s_tracked"] = \
-        tracking_overhead(manifest, quick)
+    for extra in ("spread_data", "spread_frozen"):
+        spread.update(res.pop(extra))
+    for key in ("ensemble_vs_single", "composite_vs_single"):
+        if f"{key}_spread" in res.get("raw_serving", {}):
+            spread[key] = res["raw_serving"][f"{key}_spread"]
+    res["tracking_overhead_pct"], spread["tracking_overhead_pct"], res["raw"]["trial_s_untracked"], \
+        res["raw"]["trial_s_tracked"] = tracking_overhead(manifest, quick)
+    res["rounds"] = rounds
     return res
 
 
@@ -235,9 +257,9 @@ def data_ratios(model, w, opt, tasks, manifest_path, image_size, batch_size, dev
     def epoch_memory():
         for xb, tb, mb in batches:
             hydra_step(model, w, opt, xb, tb, mb, tasks)()
-    reps = 1 if quick else 3
-    t_loader = median_time(epoch_loader, reps, warmup=1)
-    t_mem = median_time(epoch_memory, reps, warmup=1)
+    rounds = 2 if quick else 5
+    ld = paired_rounds(epoch_loader, epoch_memory, rounds)  # memory/loader seconds = loader's speed share
+    t_loader, t_mem = ld["a"], ld["b"]
 
     ds = MultiTaskDataset(m, "train", image_size)
     dec = MultiTaskDataset(m, "train", image_size, cache=False)  # the seeds' form: PIL decode every epoch
@@ -246,10 +268,11 @@ def data_ratios(model, w, opt, tasks, manifest_path, image_size, batch_size, dev
         for i, _ in enumerate(DataLoader(d, batch_size, drop_last=True)):
             if i >= n_batches:
                 break
-    t_cached = median_time(lambda: iterate(ds), reps, warmup=1)
-    t_decode = median_time(lambda: iterate(dec), reps, warmup=1)
+    cd = paired_rounds(lambda: iterate(ds), lambda: iterate(dec), rounds)
+    t_cached, t_decode = cd["a"], cd["b"]
     imgs = n_batches * batch_size
-    return {"epoch_vs_step": t_mem / t_loader, "cached_vs_decode": t_decode / t_cached,
+    return {"epoch_vs_step": ld["ratio"], "cached_vs_decode": cd["ratio"],
+            "spread_data": {"epoch_vs_step": ld["spread"], "cached_vs_decode": cd["spread"]},
             "raw_data": {"epoch_loader_img_s": imgs / t_loader, "epoch_memory_img_s": imgs / t_mem,
                          "cached_img_s": imgs / t_cached, "decode_img_s": imgs / t_decode}}
 
@@ -258,14 +281,12 @@ def frozen_prefix(manifest_path: str, image_size: int, batch_size: int, quick: b
     """frozen_prefix_vs_full: a trial epoch (train + val) fine-tuning everything with augmentation, divided
     by one with the backbone frozen and its outputs cached (what the default study's trials do)."""
     m = load_manifest(manifest_path)
-    epochs = 1 if quick else 3
-    full = TrainConfig(image_size=image_size, batch_size=batch_size, epochs=epochs)
+    full = TrainConfig(image_size=image_size, batch_size=batch_size, epochs=1)
     cached = full.replace(freeze="all", trunk_dims=[256], augment=False)
-    fit(cached.replace(epochs=1), m)  # fills the image and feature caches, as the study's first trial does
-    t_full = median_time(lambda: fit(full, m), 1, warmup=0) / epochs
-    t_cached = median_time(lambda: fit(cached, m), 1 if quick else 3, warmup=1) / epochs
-    return {"frozen_prefix_vs_full": t_full / t_cached,
-            "raw_frozen": {"full_epoch_s": t_full, "frozen_prefix_epoch_s": t_cached}}
+    fit(cached, m)  # fills the image and feature caches, as the study's first trial does
+    r = paired_rounds(lambda: fit(cached, m), lambda: fit(full, m), 2 if quick else 5, warmup=0)
+    return {"frozen_prefix_vs_full": r["ratio"], "spread_frozen": {"frozen_prefix_vs_full": r["spread"]},
+            "raw_frozen": {"full_epoch_s": r["b"], "frozen_prefix_epoch_s": r["a"]}}
 
 
 def early_stopped_epochs(study: str = "fgo_regularization") -> dict:
@@ -280,7 +301,7 @@ def early_stopped_epochs(study: str = "fgo_regularization") -> dict:
     return {"early_stopped_epoch_fraction": raw.pop("fraction_not_run"), "raw_early_stop": raw}
 
 
-def tracking_overhead(manifest_path: str, quick: bool) -> tuple[float, float, float]:
+def tracking_overhead(manifest_path: str, quick: bool) -> tuple[float, list[float], float, float]:
     """A short real trial with MLflow logging (per-epoch batch, params, dataset, checkpoint artifacts) vs none."""
     import os
 
@@ -308,7 +329,7 @@ def tracking_overhead(manifest_path: str, quick: bool) -> tuple[float, float, fl
                         fit(cfg, m, ckpt_dir, on_epoch=run.log_epoch)
                 tracked.append(time.perf_counter() - t0)
 
-            for i in range(1 if quick else 8):  # alternate, and swap which goes first, so drift hits both alike
+            for i in range(2 if quick else 8):  # alternate, and swap which goes first, so drift hits both alike
                 for side in ((untracked, logged) if i % 2 == 0 else (logged, untracked)):
                     side(i)
         finally:
@@ -316,8 +337,7 @@ def tracking_overhead(manifest_path: str, quick: bool) -> tuple[float, float, fl
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:
                 os.environ["MLFLOW_TRACKING_URI"] = old
-    t_plain, t_tracked = statistics.median(plain), statistics.median(tracked)
-    # the median of the paired differences (each pair ran back to back) is far less noisy than the
-    # difference of the medians on a machine whose speed drifts by several per cent between runs
-    paired = statistics.median(b - a for a, b in zip(plain, tracked))
-    return 100.0 * paired / t_plain, t_plain, t_tracked
+    # per pair (each ran back to back) the overhead in per cent: far less noisy than the difference of the
+    # medians on a machine whose speed drifts by several per cent between runs; the median and its spread
+    pct = [100.0 * (b - a) / a for a, b in zip(plain, tracked)]
+    return statistics.median(pct), [min(pct), max(pct)], statistics.median(plain), statistics.median(tracked)

@@ -84,9 +84,10 @@ def postgres(tmp: Path, user: str = "mtl"):
 
 @contextlib.contextmanager
 def _serve(args: list[str], probe: str, log_path: Path, what: str, env: dict | None = None, cwd: Path | None = None,
-           timeout: float = 180):
-    """Run `mlflow <args>` until `probe` (a URL) answers 200; yield, then stop it."""
-    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+           timeout: float = 180, exe: str = "mlflow"):
+    """Run `<exe> <args>` (a console script of this venv: mlflow by default) until `probe` (a URL) answers
+    200; yield, then stop it."""
+    mlflow_bin = str(Path(sys.executable).parent / exe)
     log = open(log_path, "w")
     p = subprocess.Popen([mlflow_bin, *args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     try:
@@ -109,6 +110,17 @@ def _serve(args: list[str], probe: str, log_path: Path, what: str, env: dict | N
         except subprocess.TimeoutExpired:
             p.kill()
         log.close()
+
+
+@contextlib.contextmanager
+def optuna_dashboard(storage: str, workdir: Path):
+    """optuna-dashboard (as `make dashboard` starts it) over `storage` on 127.0.0.1:<free port>; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with _serve([storage, "--host", "127.0.0.1", "--port", str(port), "--server", "wsgiref", "--quiet"],
+                f"{url}/api/studies", workdir / f"optuna-dashboard-{port}.log", "optuna-dashboard", cwd=workdir,
+                exe="optuna-dashboard"):
+        yield url
 
 
 @contextlib.contextmanager

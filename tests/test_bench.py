@@ -18,6 +18,11 @@ def test_bench_quick_json(fgo_small, isolated_stores, capsys):
         assert key in res
         if key not in ("amp_vs_fp32", "early_stopped_epoch_fraction", "ensemble_vs_single", "composite_vs_single"):
             assert isinstance(res[key], float) and res[key] > 0 or key == "tracking_overhead_pct"
+    timed = [k for k in TARGETS if isinstance(res[k], float) and k != "early_stopped_epoch_fraction"]
+    assert len(timed) >= 8 and res["rounds"] == 2
+    for key in timed:  # each figure is the median of alternating rounds, with the rounds' min-max beside it
+        lo, hi = res["spread"][key]
+        assert lo <= res[key] <= hi, key
     assert res["amp_vs_fp32"] is None or isinstance(res["amp_vs_fp32"], float)
     assert res["early_stopped_epoch_fraction"] is None
     assert res["ensemble_vs_single"] is None and res["composite_vs_single"] is None  # no default study's models here

@@ -10,7 +10,7 @@ import mlflow
 import pytest
 
 from mtl.__main__ import main
-from tests.servers import ensure_chromium, mlflow_ui
+from tests.servers import ensure_chromium, mlflow_ui, optuna_dashboard
 from tests.test_tune import STUDY
 
 SHOTS = Path(__file__).resolve().parents[1] / "reports" / "ui"
@@ -105,6 +105,17 @@ def test_ui_shows_trials_charts_models_and_figures(tmp_path, fgo_small, monkeypa
         text = _text(page)
         assert all(f in text for f in ("hypervolume.png", "importances.png", "val_curves.png", "front.json"))
         page.screenshot(path=SHOTS / "parent_figures.png")
+
+        # optuna-dashboard (`make dashboard`) over the study's journal: its Pareto-front plot, objectives by name
+        with optuna_dashboard("optuna/tiny.log", tmp_path) as durl:
+            page.goto(f"{durl}/dashboard/studies/0")
+            page.get_by_text("Pareto Front").first.wait_for(timeout=60000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=60000)
+            page.wait_for_timeout(2000)
+            text = _text(page)
+            assert "tiny" in text and "val/gender/acc" in text, text[:3000]
+            page.get_by_text("Pareto Front").first.scroll_into_view_if_needed()
+            page.screenshot(path=SHOTS / "dashboard_pareto.png", full_page=True)
         browser.close()
     assert all((SHOTS / f).stat().st_size > 10_000 for f in ("runs.png", "chart_val_gender_acc.png", "charts.png",
-                                                              "models.png", "parent_figures.png"))
+                                                              "models.png", "parent_figures.png", "dashboard_pareto.png"))

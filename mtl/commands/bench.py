@@ -12,11 +12,13 @@ from mtl.benchmarks import TARGETS, run
 
 
 def table(res: dict) -> str:
-    lines = [f"machine: {res['machine']}; {res['backbone']} {res['image_size']}px, batch {res['batch_size']}",
-             f"{'key':<24}{'value':>10}  target"]
+    lines = [f"machine: {res['machine']}; {res['backbone']} {res['image_size']}px, batch {res['batch_size']}; "
+             f"medians of {res.get('rounds', '?')} alternating rounds [min-max over the rounds]",
+             f"{'key':<30}{'median':>9}  {'spread':<17}  target"]
     for k, target in TARGETS.items():
-        v = res.get(k)
-        lines.append(f"{k:<24}{'n/a' if v is None else f'{v:.3f}':>10}  {target}")
+        v, sp = res.get(k), res.get("spread", {}).get(k)
+        spread = f"[{sp[0]:.3f}, {sp[1]:.3f}]" if sp else ""
+        lines.append(f"{k:<30}{'n/a' if v is None else f'{v:.3f}':>9}  {spread:<17}  {target}")
     return "\n".join(lines)
 
 
