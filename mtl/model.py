@@ -275,5 +275,8 @@ def freeze_all_but(model: HydraNet, task: str) -> None:
 
 def build_model(cfg, tasks: list[Task]) -> HydraNet:
     """The HydraNet a TrainConfig describes (backbone, trunk and heads; weights as `cfg.weights` names)."""
+    size = getattr(LOCAL_BACKBONES.get(cfg.backbone), "input_size", None)
+    if size is not None and cfg.image_size != size:
+        raise UserError(f"backbone '{cfg.backbone}' takes {size} px images; image_size={cfg.image_size}")
     return HydraNet(tasks, cfg.backbone, cfg.trunk_dims, cfg.head_dims, cfg.bn_momentum, cfg.bn_eps,
                     cfg.dropout, cfg.weights)

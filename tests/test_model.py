@@ -210,3 +210,23 @@ def test_partial_labels_two_heads(tmp_path):
         assert row["train/age/loss"] > 0 and row["train/gender/loss"] > 0
         assert not math.isnan(row["val/age/mae"]) and not math.isnan(row["val/gender/acc"])
     assert res.history[-1]["train/age/loss"] < res.history[0]["train/age/loss"]
+
+
+def test_multi_lenet_is_paretomtls_network_and_says_its_input_size():
+    """ParetoMTL's MultiMNIST network: conv 9x9 (10) and 5x5 (20), linear 500 -> 50, linear heads 50 -> 10."""
+    from mtl.model import build_model, freeze_backbone
+    tasks = [Task("left", "multiclass", tuple("0123456789")), Task("right", "multiclass", tuple("0123456789"))]
+    cfg = TrainConfig(backbone="multi_lenet", image_size=36)
+    model = build_model(cfg, tasks)
+    conv1, conv2, fc = model.backbone.conv1, model.backbone.conv2, model.backbone.fc
+    assert (conv1.out_channels, conv1.kernel_size, conv2.out_channels, conv2.kernel_size) == (10, (9, 9), 20, (5, 5))
+    assert (fc.in_features, fc.out_features) == (500, 50)
+    assert [type(m).__name__ for m in model.heads["left"]] == ["Sequential", "Linear"]  # no hidden layer
+    out = model(torch.randn(4, 3, 36, 36))
+    assert out["left"].shape == (4, 10) and out["right"].shape == (4, 10)
+    freeze_backbone(model, "relu2")  # a frozen prefix is checked at its own input size
+    assert not model.backbone.conv2.weight.requires_grad and model.backbone.fc.weight.requires_grad
+    with pytest.raises(UserError, match="takes 36 px images; image_size=32"):
+        build_model(cfg.replace(image_size=32), tasks)
+    with pytest.raises(UserError, match="no pretrained weights"):
+        build_model(cfg.replace(weights="DEFAULT"), tasks)

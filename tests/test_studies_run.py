@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
@@ -18,7 +19,7 @@ BASE = BASE.replace(image_size=32) if BASE.backbone != "multi_lenet" else BASE  
 if globals().get("PRETRAIN") is not None:
     PRETRAIN = PRETRAIN.replace(image_size=32, epochs=1)
 if globals().get("CONFIGS"):
-    CONFIGS = {{k: v.replace(image_size=32) for k, v in CONFIGS.items()}}
+    CONFIGS = {{k: v.replace(image_size=32) if v.backbone != "multi_lenet" else v for k, v in CONFIGS.items()}}
 '''
 
 
@@ -33,8 +34,9 @@ def test_every_committed_study_trains_one_trial(name, isolated_stores, fgo_small
         cached.parent.mkdir(parents=True)
         torch.save(torchvision.models.resnet18().state_dict(), cached)
     small = utk_small if "utk_synth" in text else fgo_small
-    mm = "data/multimnist/multimnist_lr.csv"
-    if mm in text or "multimnist" in name:  # a tiny MultiMNIST composed from idx files the test writes
+    mm = re.search(r"data/multimnist\w*/multimnist_lr\.csv", text)
+    mm = mm.group(0) if mm else "data/multimnist/multimnist_lr.csv"
+    if "multimnist" in name:  # a tiny MultiMNIST composed from idx files the test writes
         from mtl.data import multimnist
         from tests.test_multimnist import tiny_mnist
         (isolated_stores / "idx").mkdir()
@@ -45,7 +47,7 @@ def test_every_committed_study_trains_one_trial(name, isolated_stores, fgo_small
     exp = isolated_stores / "experiments"
     exp.mkdir()
     for other in EXPERIMENTS.glob("*.py"):  # COMPARE_WITH / TUNED_FIXED name another study: it must exist
-        (exp / other.name).write_text(other.read_text().replace(mm, swap[mm]))
+        (exp / other.name).write_text(re.sub(r"data/multimnist\w*/multimnist_lr\.csv", swap[mm], other.read_text()))
     for old, new in swap.items():
         text = text.replace(old, new)
     (exp / f"{name}.py").write_text(text + SHRINK.format())

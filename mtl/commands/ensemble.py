@@ -112,6 +112,8 @@ def main(args) -> int:
             client.delete_run(old.info.run_id)
     if parent:
         client.log_artifact(parent, str(report), "report")
+        if verdict:
+            client.log_artifact(parent, str(out / "equal_budget.md"), "report")
         tracking.replace_table(client, parent, table.reset_index(names="model"), "report/ensemble_test.json")
     print(f"\nreport: {report}; table: {out / 'ensemble_test.md'} and .csv; MLflow run 'ensemble' {run.run_id}")
     return 0

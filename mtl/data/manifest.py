@@ -148,7 +148,8 @@ def read_manifest(path: str | Path) -> tuple[Manifest | None, list[str]]:
     """Read CSV + spec. Returns the manifest (None if unusable) and the problems found while reading."""
     path = Path(path)
     if not path.is_file():
-        hint = " (make data-multimnist writes it)" if path.parent.name == "multimnist" else ""
+        hint = ("" if not path.parent.name.startswith("multimnist") else
+                f" (make data-multimnist{' SIZE=full' if path.parent.name.endswith('_full') else ''} writes it)")
         return None, [f"{path}: manifest not found{hint}"]
     spec_path = spec_path_for(path)
     if not spec_path.is_file():
