@@ -56,11 +56,11 @@ dashboard: $(STAMP) ## optuna-dashboard over the study's Optuna storage: make da
 ui-check: $(DATA_STAMP) ## the MLflow UI and optuna-dashboard in headless chromium over a tiny study: screenshots in reports/ui/
 	MTL_UI_CHECK=1 $(BIN)/pytest -q -m slow tests/test_ui.py
 
-pareto: $(STAMP) ## Pareto front + best trial per task, tags, registry aliases, plots: make pareto STUDY=s [PREFER=simplest]
+pareto: $(STAMP) ## Pareto front + best trial per task, tags, registry aliases, plots: make pareto STUDY=s [PREFER=simplest|shared]
 	$(BIN)/python -m mtl pareto $(STUDY) $(if $(PREFER),--prefer $(PREFER))
 
-ensemble: $(DATA_STAMP) ## ensembles chosen on val, judged once on test -> reports/<study>/report.md: make ensemble STUDY=s
-	$(BIN)/python -m mtl ensemble $(STUDY) $(if $(TOP_K),--top-k $(TOP_K))
+ensemble: $(DATA_STAMP) ## ensembles chosen on val, judged once on test -> reports/<study>/report.md: make ensemble STUDY=s [TOP_K= MAX_TRIALS=]
+	$(BIN)/python -m mtl ensemble $(STUDY) $(if $(TOP_K),--top-k $(TOP_K)) $(if $(MAX_TRIALS),--max-trials $(MAX_TRIALS))
 
 confirm: $(DATA_STAMP) ## re-train each task's best config (and the rounds) with new seeds: make confirm STUDY=s [SEEDS=3]
 	$(BIN)/python -m mtl confirm $(STUDY) --seeds $(SEEDS)

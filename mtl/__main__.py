@@ -90,15 +90,19 @@ def _add_studies(sub) -> None:
     p.add_argument("study")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the checkpoints of dominated trials (by default removed: no front can hold them again)")
-    p.add_argument("--prefer", choices=("best", "simplest"), default="best",
+    p.add_argument("--prefer", choices=("best", "simplest", "shared"), default="best",
                    help="per task, register the nominal best (default) or, among the front's trials tied with it on "
-                        "val, the one with the fewest trainable parameters (the one-standard-error rule)")
+                        "val, the one with the fewest trainable parameters (simplest: the one-standard-error rule) or "
+                        "the fewest distinct trials over all tasks (shared: the composite `best` runs fewer networks)")
     _storage(p)
     p.set_defaults(func="mtl.commands.pareto:main")
 
     e = sub.add_parser("ensemble", help="ensembles chosen on val, judged once on test; writes the report")
     e.add_argument("study")
     e.add_argument("--top-k", type=int, default=0, help="candidates per task: the k best front members (0 = the front)")
+    e.add_argument("--max-trials", type=int, default=0,
+                   help="serving budget: the ensemble may draw on at most this many trials, chosen on val "
+                        "(0 = no limit)")
     _storage(e)
     e.set_defaults(func="mtl.commands.ensemble:main")
 

@@ -119,6 +119,58 @@ def _contains_zero(d) -> bool:
     return not (math.isfinite(d.lo) and math.isfinite(d.hi)) or d.lo <= 0 <= d.hi
 
 
+def fewest_models(tied: dict[str, list[Member]], nominal: dict[str, Member], front: list[Member],
+                  dirs: list[str], objectives: list[str]) -> dict[str, Member]:
+    """`--prefer shared`: per task a front trial tied with that task's best on val, chosen so that as few
+    distinct trials as possible answer every task (the composite `best` model draws on that many trials; each
+    task still uses its trial's best-epoch checkpoint for it, so where those epochs differ it runs more networks). The smallest such set is found exactly; among equally small sets, the one that keeps
+    the most tasks on their nominal best, then the earliest trials. A task goes to its nominal best when
+    that is in the set, else to the set's member with the best val score on it."""
+    import itertools
+    on_front = {m.number: m for m in front}
+    cand = {task: {m.number for m in ms if m.number in on_front} | {nominal[task].number} for task, ms in tied.items()}
+    pool = sorted(set().union(*cand.values()))
+    for k in range(1, len(cand) + 1):
+        covers = [c for c in itertools.combinations(pool, k) if all(set(c) & cand[t] for t in cand)]
+        if covers:
+            break
+    pick = max(covers, key=lambda c: (sum(nominal[t].number in c for t in cand), [-n for n in c]))
+
+    def score(m: Member, task: str) -> float:
+        i = objectives.index(task)
+        return m.values[i] if dirs[i] == "maximize" else -m.values[i]
+    out = {}
+    for task in cand:
+        if nominal[task].number in pick:
+            out[task] = nominal[task]
+        else:
+            out[task] = max((on_front[n] for n in pick if n in cand[task]), key=lambda m: (score(m, task), -m.number))
+    return out
+
+
+def network_pool(front: list[Member], dirs: list[str], k: int) -> list[Member]:
+    """`make ensemble MAX_TRIALS=k`: the k front trials an ensemble may draw on (a served ensemble runs one
+    network per distinct (trial, best-epoch) checkpoint), chosen on val: the set whose best member per task has the smallest sum of
+    ranks among the front (ranks: scale-free across tasks), earliest trials on ties. Exact over every
+    k-subset while there are at most 200,000 of them, else greedy."""
+    import itertools
+    if k >= len(front):
+        return list(front)
+    rank = []
+    for i, d in enumerate(dirs):
+        order = sorted(front, key=lambda m: (-m.values[i] if d == "maximize" else m.values[i], m.number))
+        rank.append({m.number: r for r, m in enumerate(order)})
+
+    def cost(c) -> tuple:
+        return sum(min(r[m.number] for m in c) for r in rank), sorted(m.number for m in c)
+    if math.comb(len(front), k) <= 200_000:
+        return sorted(min(itertools.combinations(front, k), key=cost), key=lambda m: m.number)
+    pool: list[Member] = []
+    while len(pool) < k:
+        pool.append(min((m for m in front if m not in pool), key=lambda m: cost(pool + [m])))
+    return sorted(pool, key=lambda m: m.number)
+
+
 def simplest(tied: list[Member], trainable: dict[int, int], front: list[Member]) -> Member:
     """`--prefer simplest`: among the tied trials still on the front (dominated ones lose their checkpoints),
     the one with the fewest trainable parameters; ties to the earliest trial."""

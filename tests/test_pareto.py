@@ -395,6 +395,64 @@ def test_prefer_simplest_registers_the_smallest_tied_front_member(tiny_study, ca
     assert main(["pareto", "tiny"]) == 0  # back to the nominal best
 
 
+def test_prefer_shared_answers_every_task_with_the_fewest_tied_trials(tiny_study, capsys, monkeypatch):
+    """--prefer shared: each task's alias goes to a tied front member, as few distinct trials as the ties
+    allow."""
+    from mtl.selection import Member, fewest_models
+    # constructed: nominal bests 0, 1, 2; trial 1 is tied with the best on x and z too: one network answers all
+    m = [Member(0, "r0", [0.9, 0.1, 0.1]), Member(1, "r1", [0.88, 0.5, 0.58]), Member(2, "r2", [0.1, 0.49, 0.6]),
+         Member(3, "r3", [0.89, 0.2, 0.59])]
+    tied = {"x": [m[0], m[1], m[3]], "y": [m[1]], "z": [m[1], m[2], m[3]]}
+    nominal = {"x": m[0], "y": m[1], "z": m[2]}
+    got = fewest_models(tied, nominal, m, ["maximize"] * 3, ["x", "y", "z"])
+    assert {t: g.number for t, g in got.items()} == {"x": 1, "y": 1, "z": 1}
+    # without y's tie to 1 alone, two trials are needed; {0, 2} keeps x and z on their nominal bests
+    tied["y"] = [m[1], m[2]]
+    tied["x"], tied["z"] = [m[0]], [m[2]]
+    got = fewest_models(tied, nominal, m, ["maximize"] * 3, ["x", "y", "z"])
+    assert {t: g.number for t, g in got.items()} == {"x": 0, "y": 2, "z": 2}
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
+    monkeypatch.chdir(tiny_study)
+    assert main(["pareto", "tiny", "--prefer", "shared"]) == 0
+    out = capsys.readouterr().out
+    client = mlflow.MlflowClient()
+    runs = {r.info.run_id: r for r in mlflow.search_runs(experiment_names=["tiny"],
+                                                         filter_string="tags.`mtl.role` = 'trial'", output_format="list")}
+    chosen = {task: runs[client.get_model_version_by_alias("tiny", f"best-{task}").run_id]
+              for task in ("gender", "region", "fighting_style", "alignment", "colors")}
+    for task, r in chosen.items():
+        assert task in r.data.tags["tied_best_for"].split(",") and r.data.tags["pareto"] == "true"
+    n = len({r.info.run_id for r in chosen.values()})
+    assert f"--prefer shared: {n} trial(s) answer every task" in out
+    assert main(["pareto", "tiny"]) == 0  # back to the nominal best
+
+
+def test_max_trials_keeps_the_served_ensemble_within_its_budget(tiny_study, capsys, monkeypatch):
+    from mtl.selection import Member, network_pool
+    # constructed: 0 is best on x, 2 on y, 1 second on both: one trial -> {1}; two -> {0, 2} (ranks, not scores)
+    m = [Member(0, "r0", [0.9, 0.1]), Member(1, "r1", [0.8, 0.8]), Member(2, "r2", [0.1, 0.9]),
+         Member(3, "r3", [0.2, 0.2])]
+    assert [p.number for p in network_pool(m, ["maximize", "maximize"], 1)] == [1]
+    assert [p.number for p in network_pool(m, ["maximize", "maximize"], 2)] == [0, 2]
+    assert network_pool(m, ["maximize", "minimize"], 5) == m
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
+    monkeypatch.chdir(tiny_study)
+    assert main(["pareto", "tiny"]) == 0
+    assert main(["ensemble", "tiny", "--max-trials", "1"]) == 0
+    run = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
+                             output_format="list")[0]
+    assert run.data.params["max_trials"] == "1" and "," not in run.data.params["members"]
+    report = (tiny_study / "reports" / "tiny" / "report.md").read_text()
+    assert f"chose among trials {run.data.params['members']} only" in report
+    capsys.readouterr()
+    assert main(["ensemble", "tiny", "--max-trials", "-1"]) == 2
+    assert "--max-trials -1" in capsys.readouterr().err
+
+
 def test_pareto_ensemble_predict_leave_no_temporary_files(tiny_study, monkeypatch, tmp_path):
     """Every download these commands make (checkpoints, val outputs, indexes, registry models) goes into a
     temporary directory that is removed: the temp dir holds nothing afterwards."""

@@ -24,7 +24,15 @@ from mtl.inference import CheckpointCache
 from mtl.registry import register_ensemble
 from mtl.reports import SINGLE, TUNED, Selection, equal_budget, final_scores, to_markdown, write_report
 from mtl.runs import find_parent
-from mtl.selection import compared_members, select, selected_per_method, tied_with_best, tuned_fixed_member
+from mtl.selection import (
+    compared_members,
+    network_pool,
+    select,
+    selected_per_method,
+    tied_with_best,
+    tuned_fixed_member,
+)
+from mtl.storage import directions_of
 from mtl.tables import method_of
 
 
@@ -55,6 +63,20 @@ def main(args) -> int:
     study, s, front, best, all_members = select(args.study, args.storage)
     manifest = load_manifest(study.manifest, check_images=True)
     tasks = [manifest.task(n) for n in study.objectives]
+    budget = ""
+    if args.max_trials:  # a serving budget: every selection below chooses among these trials only
+        if args.max_trials < 0:
+            raise UserError(f"--max-trials {args.max_trials}: must be 0 (no limit) or a positive number")
+        dirs = directions_of(s)
+        front = network_pool(front, dirs, args.max_trials)
+        best = {t.name: max(front, key=lambda m, i=i: (m.values[i] if dirs[i] == "maximize" else -m.values[i], -m.number))
+                for i, t in enumerate(tasks)}
+        budget = (f"Serving budget: at most {args.max_trials} trials (`--max-trials`); every selection in this "
+                  f"report (the val-selected trial per task included) chose among trials "
+                  f"{', '.join(str(m.number) for m in front)} only, picked on val. Each trial serves each task "
+                  f"from that task's best-epoch checkpoint, so the served ensemble runs up to {args.max_trials} x "
+                  f"{len(tasks)} networks (fewer where best epochs coincide).")
+        print(budget)
     client = tracking.get_client()
     values = {m.number: m.values for m in front}
     val_cache = CheckpointCache(client, manifest, "val")
@@ -87,6 +109,9 @@ def main(args) -> int:
     (out / "ensemble_test.md").write_text(md)
     report = write_report(out / "report.md", study, manifest, tasks, final, choices, [n for n, _ in rounds], selection)
     print(md)
+    if budget:
+        with open(out / "report.md", "a") as f:
+            f.write("\n" + budget + "\n")
     verdict = equal_budget_section(study, s, args.storage, tasks, manifest, all_members, test, outputs.get(SINGLE))
     if verdict:
         (out / "equal_budget.md").write_text(verdict)
@@ -98,6 +123,7 @@ def main(args) -> int:
     parent = find_parent(client, study.name)  # a child of the study's parent: out of the trials' comparison
     with tracking.RunLogger(client, exp, "ensemble", parent, tags={"mtl.role": "ensemble", "mtl.study": study.name}) as run:
         run.log_params({"members": ",".join(str(m.number) for m in front), "top_k": args.top_k or "all",
+                        "max_trials": args.max_trials or "all",
                         "routing": ",".join(f"{k}:{m.number}" for k, m in best.items()),
                         **{f"chosen.{t.name}": choices[t.name]["chosen"].describe() for t in tasks}})
         chosen = final.rows["chosen on val"]

@@ -20,7 +20,8 @@ from mtl.inference import CheckpointCache
 from mtl.registry import register_best, register_composite, remove_dominated_checkpoints
 from mtl.reports import delta_m_of, score_cell
 from mtl.runs import find_parent, single_task_stats
-from mtl.selection import select, selected_per_method, simplest, tied_with_best
+from mtl.selection import fewest_models, select, selected_per_method, simplest, tied_with_best
+from mtl.storage import directions_of
 from mtl.tables import best_vs_runner_up, front_table, method_of, methods_table
 
 
@@ -39,6 +40,13 @@ def main(args) -> int:
             if m.number != nominal[task].number:
                 print(f"--prefer simplest: {task} -> trial {m.number} ({trainable[m.number]:,} trainable parameters), "
                       f"tied on val with the nominal best, trial {nominal[task].number} ({trainable[nominal[task].number]:,})")
+    if getattr(args, "prefer", "best") == "shared":  # fewest distinct networks for the composite `best`
+        nominal, best = best, fewest_models(tied, best, front, directions_of(s), study.objectives)
+        print(f"--prefer shared: {len({m.number for m in best.values()})} trial(s) answer every task (nominal: "
+              f"{len({m.number for m in nominal.values()})}): " + ", ".join(
+                  f"{task} -> trial {m.number}" + ("" if m.number == nominal[task].number else
+                                                   f" (tied on val with the nominal best, trial {nominal[task].number})")
+                  for task, m in best.items()))
     front_ids = {m.number for m in front}
     best_for = {}
     for task, m in best.items():
