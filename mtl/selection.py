@@ -120,31 +120,39 @@ def _contains_zero(d) -> bool:
 
 
 def fewest_models(tied: dict[str, list[Member]], nominal: dict[str, Member], front: list[Member],
-                  dirs: list[str], objectives: list[str]) -> dict[str, Member]:
+                  dirs: list[str], objectives: list[str], epochs: dict[int, dict[str, int]] | None = None
+                  ) -> dict[str, Member]:
     """`--prefer shared`: per task a front trial tied with that task's best on val, chosen so that as few
-    distinct trials as possible answer every task (the composite `best` model draws on that many trials; each
-    task still uses its trial's best-epoch checkpoint for it, so where those epochs differ it runs more networks). The smallest such set is found exactly; among equally small sets, the one that keeps
-    the most tasks on their nominal best, then the earliest trials. A task goes to its nominal best when
-    that is in the set, else to the set's member with the best val score on it."""
+    distinct networks as possible answer every task. A trial answers a task with that task's best-epoch
+    checkpoint (`epochs`: trial -> task -> epoch; without it, one network per trial), so two tasks share a
+    network when one trial serves both from the same epoch. The smallest such set is found exactly; among
+    equally small sets, the one that keeps the most tasks on their nominal best, then the earliest trials.
+    A task goes to its nominal best when that is in the set, else to the set's member with the best val
+    score on it."""
     import itertools
     on_front = {m.number: m for m in front}
-    cand = {task: {m.number for m in ms if m.number in on_front} | {nominal[task].number} for task, ms in tied.items()}
-    pool = sorted(set().union(*cand.values()))
+
+    def unit(number: int, task: str) -> tuple:
+        e = (epochs or {}).get(number, {}).get(task) if epochs is not None else 0
+        return (number, e if e is not None else f"?{task}")  # an unknown epoch shares with nothing
+    cand = {task: {unit(m.number, task) for m in ms if m.number in on_front} | {unit(nominal[task].number, task)}
+            for task, ms in tied.items()}
+    pool = sorted(set().union(*cand.values()), key=str)
     for k in range(1, len(cand) + 1):
         covers = [c for c in itertools.combinations(pool, k) if all(set(c) & cand[t] for t in cand)]
         if covers:
             break
-    pick = max(covers, key=lambda c: (sum(nominal[t].number in c for t in cand), [-n for n in c]))
+    pick = max(covers, key=lambda c: (sum(unit(nominal[t].number, t) in c for t in cand), [-u[0] for u in c]))
 
     def score(m: Member, task: str) -> float:
         i = objectives.index(task)
         return m.values[i] if dirs[i] == "maximize" else -m.values[i]
     out = {}
     for task in cand:
-        if nominal[task].number in pick:
+        if unit(nominal[task].number, task) in pick:
             out[task] = nominal[task]
         else:
-            out[task] = max((on_front[n] for n in pick if n in cand[task]), key=lambda m: (score(m, task), -m.number))
+            out[task] = max((on_front[u[0]] for u in pick if u in cand[task]), key=lambda m: (score(m, task), -m.number))
     return out
 
 

@@ -406,6 +406,11 @@ def test_prefer_shared_answers_every_task_with_the_fewest_tied_trials(tiny_study
     nominal = {"x": m[0], "y": m[1], "z": m[2]}
     got = fewest_models(tied, nominal, m, ["maximize"] * 3, ["x", "y", "z"])
     assert {t: g.number for t, g in got.items()} == {"x": 1, "y": 1, "z": 1}
+    # a trial answers each task from that task's best epoch: trial 1's best epoch for z differs from its x and
+    # y one, so one network cannot answer all three; {1 at epoch 8, 2 at epoch 8} keeps y and z nominal
+    epochs = {0: {"x": 5}, 1: {"x": 8, "y": 8, "z": 6}, 2: {"z": 8}, 3: {"x": 8, "z": 8}}
+    got = fewest_models(tied, nominal, m, ["maximize"] * 3, ["x", "y", "z"], epochs)
+    assert {t: g.number for t, g in got.items()} == {"x": 1, "y": 1, "z": 2}
     # without y's tie to 1 alone, two trials are needed; {0, 2} keeps x and z on their nominal bests
     tied["y"] = [m[1], m[2]]
     tied["x"], tied["z"] = [m[0]], [m[2]]
@@ -425,7 +430,11 @@ def test_prefer_shared_answers_every_task_with_the_fewest_tied_trials(tiny_study
     for task, r in chosen.items():
         assert task in r.data.tags["tied_best_for"].split(",") and r.data.tags["pareto"] == "true"
     n = len({r.info.run_id for r in chosen.values()})
-    assert f"--prefer shared: {n} trial(s) answer every task" in out
+    assert f"from {n} trial(s) answer every task" in out
+    composite = client.get_model_version_by_alias("tiny", "best")
+    nets = {(r.info.run_id, int(r.data.metrics[f"best_epoch/{t}"])) for t, r in chosen.items()}
+    assert composite.tags["members"] == str(len(nets))  # one member per distinct (trial, epoch) checkpoint
+    assert f"--prefer shared: {len(nets)} network(s)" in out
     assert main(["pareto", "tiny"]) == 0  # back to the nominal best
 
 

@@ -41,9 +41,16 @@ def main(args) -> int:
                 print(f"--prefer simplest: {task} -> trial {m.number} ({trainable[m.number]:,} trainable parameters), "
                       f"tied on val with the nominal best, trial {nominal[task].number} ({trainable[nominal[task].number]:,})")
     if getattr(args, "prefer", "best") == "shared":  # fewest distinct networks for the composite `best`
-        nominal, best = best, fewest_models(tied, best, front, directions_of(s), study.objectives)
-        print(f"--prefer shared: {len({m.number for m in best.values()})} trial(s) answer every task (nominal: "
-              f"{len({m.number for m in nominal.values()})}): " + ", ".join(
+        epochs = {m.number: {t: int(v) for t in study.objectives
+                             if (v := client.get_run(m.run_id).data.metrics.get(f"best_epoch/{t}")) is not None}
+                  for m in front}
+        nominal, best = best, fewest_models(tied, best, front, directions_of(s), study.objectives, epochs)
+
+        def networks(chosen):
+            return len({(m.number, epochs.get(m.number, {}).get(t, f"?{t}")) for t, m in chosen.items()})
+        print(f"--prefer shared: {networks(best)} network(s) from {len({m.number for m in best.values()})} trial(s) "
+              f"answer every task (nominal: {networks(nominal)} from {len({m.number for m in nominal.values()})}): "
+              + ", ".join(
                   f"{task} -> trial {m.number}" + ("" if m.number == nominal[task].number else
                                                    f" (tied on val with the nominal best, trial {nominal[task].number})")
                   for task, m in best.items()))
