@@ -47,6 +47,7 @@ class TrainConfig:
     freeze: str = "none"  # none | all | a backbone stage (resnet: layer1..layer4): it and all before it frozen
     feature_cache: bool = True  # with freeze and augment=False: compute the frozen prefix once per process
     patience: int = 0  # stop after this many epochs without a better mean per-task val score (0 = off)
+    best_epoch: str = "per_task"  # per_task: each task its own best val epoch; mean: one epoch for all (one network)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # CUDA only: bf16/fp16 autocast

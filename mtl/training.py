@@ -218,7 +218,7 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
                  if cfg.scheduler == "cosine" else None)
     train_loader, val_loader, net, augment = make_loaders(cfg, manifest, model, device)
-    history, best, stopped = [], BestStates(tasks, cfg.patience), False
+    history, best, stopped = [], BestStates(tasks, cfg.patience, cfg.best_epoch == "per_task"), False
     for epoch in range(1, cfg.epochs + 1):
         train_losses = train_one_epoch(net, criterion, optimizer, train_loader, device, cfg, augment)
         criterion.end_epoch(train_losses)
@@ -279,25 +279,28 @@ class BestStates:
     """Per task, its best epoch so far (by its primary val metric) and that epoch's val outputs; the
     model states those epochs need (tasks that peak together share one); and patience on the mean score."""
 
-    def __init__(self, tasks: list[Task], patience: int):
-        self.tasks, self.patience = tasks, patience
+    def __init__(self, tasks: list[Task], patience: int, per_task: bool = True):
+        self.tasks, self.patience, self.per_task = tasks, patience, per_task
         self.best: dict[str, dict] = {}
         self.states: dict[int, dict] = {}
         self.outputs: dict = {}
         self.best_mean, self.since_best = -math.inf, 0
 
     def update(self, epoch: int, val: dict, val_outputs: dict, state) -> bool:
-        """Record an epoch (`state()` copies the model's state, called only if some task improved);
-        True when patience has run out."""
+        """Record an epoch (`state()` copies the model's state, called only if some task improved); with
+        `per_task=False` (best_epoch="mean") every task takes the epoch with the best mean score, so a run
+        keeps one model. True when patience has run out."""
+        ms = mean_score(self.tasks, val)
+        improved_mean = ms > self.best_mean or (not self.best and not self.per_task)
         for t in self.tasks:
             score = val.get(t.metric_key, math.nan)
-            if t.name not in self.best or t.better(score, self.best[t.name]["score"]):
+            if (improved_mean if not self.per_task else
+                    t.name not in self.best or t.better(score, self.best[t.name]["score"])):
                 self.best[t.name] = {"epoch": epoch, "score": score}
                 self.outputs[t.name] = val_outputs[t.name]
                 self.states[epoch] = self.states.get(epoch) or state()
         needed = {b["epoch"] for b in self.best.values()}
         self.states = {e: s for e, s in self.states.items() if e in needed}
-        ms = mean_score(self.tasks, val)
         if ms > self.best_mean:
             self.best_mean, self.since_best = ms, 0
         else:

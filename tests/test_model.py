@@ -189,6 +189,25 @@ def test_fit_is_reproducible_and_checkpoints_per_task(fgo_small, tmp_path):
         assert ck["epoch"] == info["epoch"] and ck["config"]["epochs"] == 2
 
 
+def test_best_epoch_mean_keeps_one_model_for_every_task(fgo_small, tmp_path):
+    """best_epoch="mean": every task takes the epoch with the best mean val score, so the run's checkpoint
+    index names one file for all tasks (one network to serve) and its val outputs come from that epoch."""
+    import json
+
+    from mtl.training import mean_score
+    m = load_manifest(fgo_small)
+    cfg = TrainConfig(image_size=32, epochs=3, batch_size=16, head_dims=[16], best_epoch="mean")
+    r = fit(cfg, m, tmp_path / "a")
+    index = json.loads((r.checkpoint_dir / "index.json").read_text())
+    files = {info["file"] for info in index["best"].values()}
+    want = max(r.history, key=lambda h: mean_score(m.tasks, {k[4:]: v for k, v in h.items() if k.startswith("val/")}))
+    assert files == {f"epoch-{want['epoch']}.pt"}
+    for t in m.tasks:
+        assert r.best[t.name] == {"epoch": want["epoch"], "score": want[f"val/{t.metric_key}"]}
+    with pytest.raises(UserError, match="best_epoch='last': expected per_task or mean"):
+        fit(cfg.replace(best_epoch="last"), m, None)
+
+
 def test_partial_labels_two_heads(tmp_path):
     """Seed 003: each row labelled for exactly one of two tasks; both heads train in the same batches."""
     import pandas as pd

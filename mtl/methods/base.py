@@ -160,6 +160,8 @@ def check_common(cfg, tasks) -> None:
         spec.resolve_options(options)
     if cfg.scheduler not in SCHEDULERS:
         raise UserError(f"unknown scheduler '{cfg.scheduler}' (one of {', '.join(SCHEDULERS)})")
+    if getattr(cfg, "best_epoch", "per_task") not in ("per_task", "mean"):
+        raise UserError(f"best_epoch={cfg.best_epoch!r}: expected per_task or mean")
     if getattr(cfg, "jacobian_on", "features") not in ("features", "params"):
         raise UserError(f"jacobian_on={cfg.jacobian_on!r}: expected features or params")
     unknown = set(cfg.loss_weights) - {t.name for t in tasks}
