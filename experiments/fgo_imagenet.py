@@ -5,7 +5,7 @@ dense trunk and heads, BatchNorm momentum, dropout, per-task loss weights), but 
 torchvision's ImageNet resnet18 (`weights="DEFAULT"`, downloaded once into the torch hub cache,
 about 45 MB) instead of the label-free rotation stage: what the FGO write-up did. Use this one when the
 machine can reach download.pytorch.org (or the file was copied into the cache the error message names);
-fgo_regularization is the offline demo. 64 px: ImageNet features want more pixels than the 48 px demo.
+fgo_regularization is the offline demo. 64 px: ImageNet features want more pixels than the 40 px demo.
 
     make tune STUDY=fgo_imagenet
 """

@@ -14,7 +14,7 @@ its learning rate, beside a *shared* dense trunk (1-2 layers, so the per-task lo
 parameters), head layers, BatchNorm momentum (log), dropout and per-task loss weights (log). A frozen
 prefix is computed once per process and cached (keyed by the prefix). Trials that completed trials
 dominate by a margin on every task stop early (EARLY_STOP, set so that none would have joined the front:
-`make audit-pruning`). Images are 48 px so that 40 trials fit 10 minutes on 2 CPU cores, pretrain included.
+`make audit-pruning`). Images are 40 px so that 40 trials fit 10 minutes on 2 CPU cores, pretrain included.
 
     make tune STUDY=fgo_regularization [TRIALS=40 EPOCHS=10]
 """
