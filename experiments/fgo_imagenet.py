@@ -21,7 +21,8 @@ TRIALS = 40
 EPOCHS = 10
 SAMPLER = "tpe"
 BASE = TrainConfig(backbone="resnet18", weights="DEFAULT", image_size=64, batch_size=32, freeze="all",
-                   augment=False, lr_backbone=1e-4, lr_heads=1e-3, scheduler="cosine", patience=4)
-EARLY_STOP = EarlyStop(k=2, margin=0.01, ci_margin=0.2, min_epoch=2)
+                   augment=False, lr_backbone=1e-4, lr_heads=1e-3, scheduler="cosine", patience=4, best_epoch="mean")
+EARLY_STOP = EarlyStop(k=2, margin=0.01, ci_margin=1.0, min_epoch=3)  # fgo_regularization's (not audited here)
+SERVE_MAX_TRIALS = 2
 # the same search as the offline demo (a variant: one definition, in fgo_regularization.py)
 search_space = load_study("fgo_regularization").search_space

@@ -100,9 +100,9 @@ def _add_studies(sub) -> None:
     e = sub.add_parser("ensemble", help="ensembles chosen on val, judged once on test; writes the report")
     e.add_argument("study")
     e.add_argument("--top-k", type=int, default=0, help="candidates per task: the k best front members (0 = the front)")
-    e.add_argument("--max-trials", type=int, default=0,
-                   help="serving budget: the ensemble may draw on at most this many trials, chosen on val "
-                        "(0 = no limit)")
+    e.add_argument("--max-trials", type=int, default=None,
+                   help="serving budget: the served ensemble (@ensemble) draws on at most this many trials, chosen "
+                        "on val (0 = no limit; default: the study's SERVE_MAX_TRIALS)")
     _storage(e)
     e.set_defaults(func="mtl.commands.ensemble:main")
 

@@ -40,7 +40,7 @@ TARGETS = {"step_vs_bare": ">= 0.90", "shared_vs_per_head_backbone": ">= 2.8", "
            "cached_vs_decode": "report", "heads_8_vs_1": "<= 1.10", "tracking_overhead_pct": "<= 2",
            "jacobian_step_vs_fixed": "report (aim <= 1.5)",
            "gflops_vs_matmul": "report", "amp_vs_fp32": "report (CUDA only)",
-           "ensemble_vs_single": ">= 0.5 (shared backbone)", "composite_vs_single": ">= 0.8 (shared backbone)"}
+           "ensemble_vs_single": ">= 0.5", "composite_vs_single": ">= 0.8"}
 
 
 def median_time(fn, repeats: int, warmup: int = 2) -> float:

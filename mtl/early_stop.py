@@ -8,8 +8,10 @@ A running trial is stopped at epoch e only when at least `k` completed trials we
 is never stopped. Curves are compared only between trials run with the same epochs and schedule
 (`curve_key`): the same epoch of another cosine schedule is another point of training.
 
-Each trial's curve is its best-so-far val vector per epoch (the objective is the best score over
-epochs), kept as the trial's user attribute `val_curve`; its final intervals are `ci.<task>`.
+Each trial's curve is its per-epoch val vector, kept as the trial's user attribute `val_curve`; its final
+intervals are `ci.<task>`. Curves are compared as the objective is computed: with `best_epoch="per_task"`
+each task's best score so far, with `best_epoch="mean"` the whole vector of the epoch with the best mean
+score so far (the one network the trial would serve).
 `make audit-pruning` (mtl/audit.py) measures what the rule costs: it re-runs pruned trials to the end.
 """
 
@@ -24,8 +26,8 @@ SCHEDULE_ATTR = "schedule"
 
 @dataclass(frozen=True)
 class EarlyStop:
-    """Study-file setting `EARLY_STOP = EarlyStop(k=2, margin=0.01, ci_margin=0.2, min_epoch=2)` (absent: off).
-    The defaults are the setting `make audit-pruning` found front-safe on the default study (README)."""
+    """Study-file setting, e.g. `EARLY_STOP = EarlyStop(k=2, margin=0.01, ci_margin=1.0, min_epoch=3)` (absent:
+    off), the default study's: how it was chosen is in the README ("What early stopping costs")."""
     k: int = 2  # completed trials that must each strictly dominate the running one
     margin: float = 0.01  # at least this much better on every objective (score units; regression: task scales)
     min_epoch: int = 2  # never stop before this epoch
@@ -79,6 +81,21 @@ def best_so_far(curve: list[list[float]], directions: list[str]) -> list[list[fl
     return out
 
 
+def best_mean_so_far(curve: list[list[float]], directions: list[str],
+                     scales: list[float] | None = None) -> list[list[float]]:
+    """Per epoch, the val vector of the epoch with the best mean score so far (training.mean_score's rule:
+    lower-is-better scores count as -score/scale, NaN left out, the earliest epoch wins ties)."""
+    scales = scales or [1.0] * len(directions)
+    out, best, best_mean = [], None, -math.inf
+    for row in curve:
+        vals = [-v / s if d == "minimize" else v for v, d, s in zip(row, directions, scales) if not math.isnan(v)]
+        m = sum(vals) / len(vals) if vals else math.nan
+        if best is None or m > best_mean:
+            best, best_mean = row, m
+        out.append(list(best))
+    return out
+
+
 def dominates_by(a: list[float], b: list[float], directions: list[str], margins: list[float]) -> bool:
     """a is strictly better than b by more than the margin on every objective (a tie never dominates)."""
     for x, y, d, m in zip(a, b, directions, margins):
@@ -90,16 +107,18 @@ def dominates_by(a: list[float], b: list[float], directions: list[str], margins:
 
 
 def should_stop(epoch: int, curve: list[list[float]], completed: list[Curve], directions: list[str],
-                rule: EarlyStop, scales: list[float] | None = None) -> bool:
+                rule: EarlyStop, scales: list[float] | None = None, per_task: bool = True) -> bool:
     """Stop the running trial at `epoch` (1-based; curve = its per-epoch val vectors so far) when at least
-    `rule.k` comparable completed curves each dominate it at that epoch by their margins."""
+    `rule.k` comparable completed curves each dominate it at that epoch by their margins. `per_task=False`
+    (best_epoch="mean"): curves are compared by the vector of their best-mean epoch so far."""
     if epoch < rule.min_epoch or len(curve) < epoch:
         return False
     scales = scales or [1.0] * len(directions)
-    mine = best_so_far(curve, directions)[epoch - 1]
+    running = (lambda c: best_so_far(c, directions)) if per_task else (lambda c: best_mean_so_far(c, directions, scales))
+    mine = running(curve)[epoch - 1]
     count = 0
     for other in completed:
-        theirs = best_so_far(other.rows, directions)
+        theirs = running(other.rows)
         margins = [max(rule.margin * s, rule.ci_margin * h) for s, h in zip(scales, other.half_widths)]
         if len(theirs) >= epoch and dominates_by(theirs[epoch - 1], mine, directions, margins):
             count += 1

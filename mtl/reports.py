@@ -17,11 +17,12 @@ from mtl.losses import per_sample_loss
 from mtl.metrics import best_constant
 from mtl.tasks import Task
 
+SERVED = "served ensemble"  # the row of @ensemble when a serving budget made it differ from the chosen ensemble
 SINGLE = "single-task"  # the row of the single-task baselines (one head alone per task), when the study has them
 
 
 # rows that are not one training run: their Δm would mix selection among many runs with multi-task benefit
-SELECTED = ("routing", "averaging", "greedy", "chosen on val")
+SELECTED = ("routing", "averaging", "greedy", "chosen on val", SERVED)
 
 
 @dataclass
@@ -43,6 +44,8 @@ def final_scores(tasks, manifest, outputs: dict[str, dict[str, torch.Tensor]], r
     pairs = [("tuned best - best constant", "routing", "best constant")]
     pairs += [(f"tuned best - {r}", "routing", r) for r in rounds]
     pairs += [("chosen ensemble - tuned best", "chosen on val", "routing")]
+    if SERVED in outputs:
+        pairs += [("served ensemble - tuned best", SERVED, "routing")]
     boot = GroupBootstrap(manifest.groups("test"), resamples_for(len(pairs) * len(tasks)))
     outputs = {"best constant": {t.name: best_constant(t, targets[t.name], masks[t.name]) for t in tasks}, **outputs}
     stats = {name: {t.name: sample_stats(t, out[t.name], targets[t.name], masks[t.name]) for t in tasks}
@@ -67,7 +70,7 @@ DELTA_M_NOTE = ("Δm % (Maninis et al. 2019), only for single training runs (eac
                 "benefit: not reported.")
 
 
-def to_markdown(final: Final, tasks: list[Task], choices: dict) -> str:
+def to_markdown(final: Final, tasks: list[Task], choices: dict, served: dict | None = None) -> str:
     """Test score [95 % interval] of every model; no marker of a best test score (selection reads val only)."""
     cols = [t.name for t in tasks]
     dm = bool(final.delta_m)
@@ -84,6 +87,9 @@ def to_markdown(final: Final, tasks: list[Task], choices: dict) -> str:
             cells.append(_pct(d) if d else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "chosen on val: " + "; ".join(f"{t.name} {choices[t.name]['chosen'].describe()}" for t in tasks)]
+    if served is not None and served is not choices:
+        lines += ["", "served ensemble (serving budget, on val): " + "; ".join(
+            f"{t.name} {served[t.name]['chosen'].describe()}" for t in tasks)]
     return "\n".join(lines) + "\n"
 
 
@@ -138,11 +144,13 @@ def selection_lines(tasks: list[Task], final: Final, choices: dict, sel: Selecti
 
 
 def write_report(path: Path, study, manifest, tasks: list[Task], final: Final, choices: dict, rounds: list[str],
-                 selection: Selection | None = None) -> Path:
+                 selection: Selection | None = None, served: dict | None = None) -> Path:
     """`reports/<study>/report.md`: per task the best constant, the rounds, the tuned best and the chosen
     ensemble on test with intervals, the paired differences judged with Holm, and a sentence on what holds."""
-    order = ["best constant", *([SINGLE] if SINGLE in final.rows else []), *rounds, "routing", "chosen on val"]
-    names = {"routing": "tuned best (val-selected trial)", "chosen on val": "chosen ensemble (on val)"}
+    order = ["best constant", *([SINGLE] if SINGLE in final.rows else []), *rounds, "routing", "chosen on val",
+             *([SERVED] if SERVED in final.rows else [])]
+    names = {"routing": "tuned best (val-selected trial)", "chosen on val": "chosen ensemble (on val)",
+             SERVED: "served ensemble (budget, on val)"}
     lines = [f"# {study.name}: what holds on the test split", "",
              f"Manifest `{manifest.path}`; test split: {final.n_groups} groups, {final.n_images} images, read once, "
              f"after every selection step used val only. Scores are point estimates with 95 % group-bootstrap "
@@ -162,7 +170,9 @@ def write_report(path: Path, study, manifest, tasks: list[Task], final: Final, c
         lines += ["", f"## {t.name} ({t.primary_metric}, {'lower' if t.direction == 'minimize' else 'higher'} is better)",
                   "", f"Tuned best: {c['routing'].describe()} (val {c['routing'].val:.3f}); chosen ensemble: "
                   f"{c['chosen'].describe()} (val {c['chosen'].val:.3f}; averaging {c['averaging'].val:.3f}, "
-                  f"greedy {c['greedy'].val:.3f}).", "",
+                  f"greedy {c['greedy'].val:.3f})" + (
+                      f"; served ensemble: {served[t.name]['chosen'].describe()} (val {served[t.name]['chosen'].val:.3f})"
+                      if served is not None and SERVED in final.rows else "") + ".", "",
                   "| comparison (a - b) | difference [CI at Holm's level] | p | adjusted p | verdict |",
                   "|---|---:|---:|---:|---|"]
         lines += [f"| {what} | {j.diff.signed()} ({100 * j.level:.2f} %) | {j.p:.3g} | {j.p_adj:.3g} | {j.verdict} |"

@@ -119,7 +119,7 @@ class Objective:
                 return
             done = completed_curves(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                                     curve_key(cfg.epochs, cfg.scheduler), self.study.objectives)
-            if should_stop(epoch, curve, done, self.directions, rule, self.scales):
+            if should_stop(epoch, curve, done, self.directions, rule, self.scales, cfg.best_epoch == "per_task"):
                 trial.set_user_attr(STOPPED_AT_ATTR, epoch)
                 raise EarlyStopped(f"dominated at epoch {epoch} by {rule.k}+ completed trials")
 

@@ -40,6 +40,7 @@ class Study:
     enqueue: tuple = ()  # ENQUEUE: partial parameter sets run first, once (e.g. each method R times)
     compare_with: str | None = None  # COMPARE_WITH: a study of fixed rounds the reports compare this one with
     tuned_fixed: str | None = None  # TUNED_FIXED: the study that tuned `fixed` with one method's budget (method studies)
+    serve_max_trials: int = 0  # SERVE_MAX_TRIALS: the served ensemble draws on at most this many trials (0: no limit)
 
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random")
@@ -86,11 +87,14 @@ def load_study(name: str) -> Study:
     tuned_fixed = getattr(mod, "TUNED_FIXED", None)
     if tuned_fixed is not None and not (isinstance(tuned_fixed, str) and (EXPERIMENTS / f"{tuned_fixed}.py").is_file()):
         raise UserError(f"{path}: TUNED_FIXED = {tuned_fixed!r}: no such study in {EXPERIMENTS}/")
+    serve = getattr(mod, "SERVE_MAX_TRIALS", 0)
+    if not isinstance(serve, int) or isinstance(serve, bool) or serve < 0:
+        raise UserError(f"{path}: SERVE_MAX_TRIALS = {serve!r}: expected 0 (no limit) or a positive whole number")
     return Study(name, path, str(mod.MANIFEST), list(mod.OBJECTIVES), mod.BASE,
                  int(getattr(mod, "TRIALS", len(configs) if configs else 10)), int(getattr(mod, "EPOCHS", mod.BASE.epochs)),
                  getattr(mod, "search_space", None), configs, (mod.__doc__ or "").strip(), sampler, pretrain,
                  early_stop, bool(getattr(mod, "SINGLE_TASK_BASELINES", False)), tuple(enqueue), compare_with,
-                 tuned_fixed)
+                 tuned_fixed, serve)
 
 
 def trial_config(study: Study, trial, epochs: int) -> TrainConfig:

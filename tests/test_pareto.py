@@ -451,12 +451,49 @@ def test_max_trials_keeps_the_served_ensemble_within_its_budget(tiny_study, caps
     mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
     monkeypatch.chdir(tiny_study)
     assert main(["pareto", "tiny"]) == 0
+    front = [r for r in mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'trial'",
+                                           output_format="list") if r.data.tags.get("pareto") == "true"]
+    assert main(["ensemble", "tiny"]) == 0  # no budget: @ensemble is the chosen ensemble
+    unbounded = (tiny_study / "reports" / "tiny" / "report.md").read_text()
+    assert "served ensemble" not in unbounded
     assert main(["ensemble", "tiny", "--max-trials", "1"]) == 0
     run = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
                              output_format="list")[0]
     assert run.data.params["max_trials"] == "1" and "," not in run.data.params["members"]
+    version = mlflow.MlflowClient().get_model_version_by_alias("tiny", "ensemble")
+    assert version.run_id == run.info.run_id and version.tags["members"] == "1"  # one trial: one network
     report = (tiny_study / "reports" / "tiny" / "report.md").read_text()
-    assert f"chose among trials {run.data.params['members']} only" in report
+    assert f"among trials {run.data.params['members']} only" in report
+    # the budget binds only the served model: the tuned best and the chosen ensemble stay as without it
+    def points(text, task):  # the row's point estimates (intervals differ: a larger family, more resamples)
+        line = next(line for line in text.splitlines() if line.startswith(f"| {task} ("))
+        return [c.split()[0] for c in line.strip("|").split("|")[1:]]
+    if len(front) > 1:
+        assert "served ensemble (budget, on val)" in report and "served ensemble - tuned best" in report
+        for task in ("gender", "colors"):
+            assert points(report, task)[:-1] == points(unbounded, task)
+    # the study file's SERVE_MAX_TRIALS is the default budget; --max-trials 0 lifts it
+    study_file = tiny_study / "experiments" / "tiny.py"
+    text = study_file.read_text()
+    try:
+        study_file.write_text(text + "\nSERVE_MAX_TRIALS = 1\n")
+        capsys.readouterr()
+        assert main(["ensemble", "tiny"]) == 0
+        assert ("study's SERVE_MAX_TRIALS" in capsys.readouterr().out) == (len(front) > 1)
+        run = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
+                                 output_format="list")[0]
+        assert run.data.params["max_trials"] == "1"
+        assert main(["ensemble", "tiny", "--max-trials", "0"]) == 0
+        run = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
+                                 output_format="list")[0]
+        assert run.data.params["max_trials"] == "all"
+        study_file.write_text(text + "\nSERVE_MAX_TRIALS = -2\n")
+        capsys.readouterr()
+        assert main(["ensemble", "tiny"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "tiny.py: SERVE_MAX_TRIALS = -2" in err and len(err.splitlines()) == 1
+    finally:
+        study_file.write_text(text)
     capsys.readouterr()
     assert main(["ensemble", "tiny", "--max-trials", "-1"]) == 2
     assert "--max-trials -1" in capsys.readouterr().err

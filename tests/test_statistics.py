@@ -14,7 +14,7 @@ from optuna.distributions import CategoricalDistribution
 
 from mtl.bootstrap import Family, GroupBootstrap, holm, p_value, sample_stats
 from mtl.combine import greedy_select
-from mtl.early_stop import Curve, EarlyStop, completed_curves, curve_key, should_stop
+from mtl.early_stop import Curve, EarlyStop, best_mean_so_far, completed_curves, curve_key, should_stop
 from mtl.errors import UserError
 from mtl.front import dominates
 from mtl.selection import Member
@@ -35,6 +35,21 @@ def test_a_tie_is_never_stopped():
     better = [[r[0] + 1e-3, r[1] + 1e-3] for r in curve]  # strictly ahead everywhere, no margin asked: stopped
     assert should_stop(2, curve[:2], [Curve(better, [0.0, 0.0])], MAX2,
                        EarlyStop(k=1, margin=0.0, ci_margin=0.0, min_epoch=1))
+
+
+def test_with_one_epoch_for_all_tasks_curves_compare_the_epochs_a_trial_would_serve():
+    """best_epoch="mean": a trial's objective is one epoch's whole vector, so the rule compares those. Per-task
+    bests so far would mix the completed trial's two epochs into a point it never reached and stop a
+    running trial whose own best-mean epoch no completed trial dominates (it ends on the one-epoch front)."""
+    done = [Curve([[0.9, 0.1], [0.1, 0.9]], [0.0, 0.0])]  # each epoch's mean is 0.5: the first epoch stays
+    running = [[0.5, 0.5], [0.6, 0.6]]
+    rule = EarlyStop(k=1, margin=0.0, ci_margin=0.0, min_epoch=1)
+    assert best_mean_so_far(done[0].rows, MAX2) == [[0.9, 0.1], [0.9, 0.1]]
+    assert should_stop(2, running, done, MAX2, rule)  # per task: [0.9, 0.9] leads [0.6, 0.6]
+    assert not should_stop(2, running, done, MAX2, rule, per_task=False)
+    assert should_stop(2, running, [Curve([[0.7, 0.7], [0.8, 0.8]], [0.0, 0.0])], MAX2, rule, per_task=False)
+    # lower-is-better scores count as -score/scale in the mean, as in training's patience
+    assert best_mean_so_far([[0.5, 3.0], [0.6, 5.0]], ["maximize", "minimize"], [1.0, 10.0])[1] == [0.5, 3.0]
 
 
 def test_a_slow_starter_that_ends_on_the_front_is_not_stopped():

@@ -22,7 +22,16 @@ from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.inference import CheckpointCache
 from mtl.registry import register_ensemble
-from mtl.reports import SINGLE, TUNED, Selection, equal_budget, final_scores, to_markdown, write_report
+from mtl.reports import (
+    SERVED,
+    SINGLE,
+    TUNED,
+    Selection,
+    equal_budget,
+    final_scores,
+    to_markdown,
+    write_report,
+)
 from mtl.runs import find_parent
 from mtl.selection import (
     compared_members,
@@ -60,27 +69,33 @@ def equal_budget_section(study, s, storage, tasks, manifest, members, test, sing
 def main(args) -> int:
     if args.top_k < 0:
         raise UserError(f"--top-k {args.top_k}: must be 0 (the whole front) or a positive number")
+    if args.max_trials is not None and args.max_trials < 0:
+        raise UserError(f"--max-trials {args.max_trials}: must be 0 (no limit) or a positive number")
     study, s, front, best, all_members = select(args.study, args.storage)
+    max_trials = study.serve_max_trials if args.max_trials is None else args.max_trials
     manifest = load_manifest(study.manifest, check_images=True)
     tasks = [manifest.task(n) for n in study.objectives]
-    budget = ""
-    if args.max_trials:  # a serving budget: every selection below chooses among these trials only
-        if args.max_trials < 0:
-            raise UserError(f"--max-trials {args.max_trials}: must be 0 (no limit) or a positive number")
-        dirs = directions_of(s)
-        front = network_pool(front, dirs, args.max_trials)
-        best = {t.name: max(front, key=lambda m, i=i: (m.values[i] if dirs[i] == "maximize" else -m.values[i], -m.number))
-                for i, t in enumerate(tasks)}
-        budget = (f"Serving budget: at most {args.max_trials} trials (`--max-trials`); every selection in this "
-                  f"report (the val-selected trial per task included) chose among trials "
-                  f"{', '.join(str(m.number) for m in front)} only, picked on val. Each trial serves each task "
-                  f"from that task's best-epoch checkpoint, so the served ensemble runs up to {args.max_trials} x "
-                  f"{len(tasks)} networks (fewer where best epochs coincide).")
-        print(budget)
     client = tracking.get_client()
     values = {m.number: m.values for m in front}
     val_cache = CheckpointCache(client, manifest, "val")
     choices = select_on_val(tasks, manifest, val_cache, front, best, lambda m: values[m.number], args.top_k)
+    served, pool, budget = choices, front, ""
+    if max_trials and max_trials < len(front):  # a serving budget for @ensemble: its selection draws on k trials
+        dirs = directions_of(s)
+        pool = network_pool(front, dirs, max_trials)
+        pool_best = {t.name: max(pool, key=lambda m, i=i: (m.values[i] if dirs[i] == "maximize" else -m.values[i],
+                                                            -m.number)) for i, t in enumerate(tasks)}
+        served = select_on_val(tasks, manifest, val_cache, pool, pool_best, lambda m: values[m.number], args.top_k)
+        source = "`--max-trials`" if args.max_trials is not None else "the study's SERVE_MAX_TRIALS"
+        budget = (f"Served ensemble (`@ensemble`): a serving budget of at most {max_trials} trials ({source}). Its "
+                  f"routing, averaging and greedy selection chose, on val, among trials "
+                  f"{', '.join(str(m.number) for m in pool)} only (the {max_trials} front trials whose best member per "
+                  f"task has the smallest sum of val ranks). Each trial serves a task from that task's best-epoch "
+                  f"checkpoint (one network per trial with best_epoch=\"mean\"). The tuned best and the chosen "
+                  f"ensemble are unbounded; \"served ensemble - tuned best\" shows what the budget keeps.")
+        print(budget)
+    elif max_trials:
+        print(f"serving budget of {max_trials} trials: the front has {len(front)}, so @ensemble is the chosen ensemble")
     tied = tied_with_best(tasks, manifest, all_members, best, val_cache.task_output)  # val: before test is read
     selection = Selection(len(all_members), {t: len(ms) for t, ms in tied.items()}, values)
 
@@ -89,6 +104,8 @@ def main(args) -> int:
     outputs = {name: {t.name: choices[t.name][name].combine(t, members) for t in tasks}
                for name in ("routing", "averaging", "greedy", "chosen")}
     outputs["chosen on val"] = outputs.pop("chosen")
+    if served is not choices:
+        outputs[SERVED] = {t.name: served[t.name]["chosen"].combine(t, members) for t in tasks}
     outputs.update({f"trial-{n}": out for n, out in members.items()})
     rounds = compared_members(study, args.storage)
     outputs.update({name: test.member(run_id, tasks) for name, run_id in rounds})
@@ -105,9 +122,10 @@ def main(args) -> int:
         table[f"test/{t.metric_key}_lo"] = [final.rows[n][t.name].lo for n in table.index]
         table[f"test/{t.metric_key}_hi"] = [final.rows[n][t.name].hi for n in table.index]
     table.to_csv(out / "ensemble_test.csv", index_label="model")
-    md = to_markdown(final, tasks, choices)
+    md = to_markdown(final, tasks, choices, served)
     (out / "ensemble_test.md").write_text(md)
-    report = write_report(out / "report.md", study, manifest, tasks, final, choices, [n for n, _ in rounds], selection)
+    report = write_report(out / "report.md", study, manifest, tasks, final, choices, [n for n, _ in rounds], selection,
+                          served)
     print(md)
     if budget:
         with open(out / "report.md", "a") as f:
@@ -122,17 +140,17 @@ def main(args) -> int:
     exp = tracking.ensure_experiment(client, study.name)
     parent = find_parent(client, study.name)  # a child of the study's parent: out of the trials' comparison
     with tracking.RunLogger(client, exp, "ensemble", parent, tags={"mtl.role": "ensemble", "mtl.study": study.name}) as run:
-        run.log_params({"members": ",".join(str(m.number) for m in front), "top_k": args.top_k or "all",
-                        "max_trials": args.max_trials or "all",
+        run.log_params({"members": ",".join(str(m.number) for m in pool), "top_k": args.top_k or "all",
+                        "max_trials": max_trials or "all",
                         "routing": ",".join(f"{k}:{m.number}" for k, m in best.items()),
-                        **{f"chosen.{t.name}": choices[t.name]["chosen"].describe() for t in tasks}})
-        chosen = final.rows["chosen on val"]
+                        **{f"chosen.{t.name}": served[t.name]["chosen"].describe() for t in tasks}})
+        chosen = final.rows[SERVED if SERVED in final.rows else "chosen on val"]  # the run's model: @ensemble
         run.log_metrics({f"test/{t.metric_key}": chosen[t.name].value for t in tasks}
                         | {f"test/{t.metric_key}_{e}": getattr(chosen[t.name], e) for t in tasks for e in ("lo", "hi")}
-                        | {f"val/{t.metric_key}": choices[t.name]["chosen"].val for t in tasks})
+                        | {f"val/{t.metric_key}": served[t.name]["chosen"].val for t in tasks})
         for f in ("ensemble_test.md", "ensemble_test.csv", "report.md", *(["equal_budget.md"] if verdict else [])):
             run.log_artifact(out / f)
-    register_ensemble(client, study.name, run.run_id, tasks, choices, front, test, manifest)
+    register_ensemble(client, study.name, run.run_id, tasks, served, pool, test, manifest)
     for old in client.search_runs([exp], f"tags.`mtl.role` = 'ensemble' and tags.`mtl.study` = '{study.name}'"):
         if old.info.run_id != run.run_id:  # one ensemble run per study: the latest
             client.delete_run(old.info.run_id)
