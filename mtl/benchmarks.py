@@ -329,7 +329,7 @@ def tracking_overhead(manifest_path: str, quick: bool) -> tuple[float, list[floa
                         fit(cfg, m, ckpt_dir, on_epoch=run.log_epoch)
                 tracked.append(time.perf_counter() - t0)
 
-            for i in range(2 if quick else 8):  # alternate, and swap which goes first, so drift hits both alike
+            for i in range(2 if quick else 12):  # alternate, and swap which goes first, so drift hits both alike
                 for side in ((untracked, logged) if i % 2 == 0 else (logged, untracked)):
                     side(i)
         finally:

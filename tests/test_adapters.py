@@ -44,3 +44,29 @@ def test_artifacts_deleted_and_dataset_inputs_logged(isolated_stores):
     inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
     assert [(i.dataset.name, i.tags[0].value) for i in inputs] == [("m", "training")]
     mlflow_adapter.stop_system_metrics(None)  # nothing started: nothing to stop
+
+
+@pytest.mark.filterwarnings("ignore:Starting with pandas version 4.0")  # MLflow's digest's own pandas call
+def test_a_manifest_dataset_is_built_once_and_linked_to_every_run(isolated_stores, fgo_small, monkeypatch):
+    """Each trial links the manifest as a dataset input; building it (schema, profile) happens once per
+    loaded manifest, and a manifest whose table was replaced is built again."""
+    from mtl import tracking
+    from mtl.data.manifest import load_manifest
+    client = mlflow.MlflowClient()
+    exp = tracking.ensure_experiment(client, "datasets")
+    built = []
+    real = mlflow.data.from_pandas
+    monkeypatch.setattr(mlflow.data, "from_pandas", lambda *a, **k: built.append(1) or real(*a, **k))
+    m = load_manifest(fgo_small)
+    runs = []
+    for _ in range(3):
+        with tracking.RunLogger(client, exp, "t") as run:
+            run.log_dataset(m)
+            runs.append(run.run_id)
+    assert len(built) == 1
+    digests = {client.get_run(r).inputs.dataset_inputs[0].dataset.digest for r in runs}
+    assert len(digests) == 1
+    m.table = m.table.iloc[:-1]  # another table: another digest
+    with tracking.RunLogger(client, exp, "t") as run:
+        run.log_dataset(m)
+    assert len(built) == 2 and client.get_run(run.run_id).inputs.dataset_inputs[0].dataset.digest not in digests
