@@ -68,8 +68,8 @@ confirm: $(DATA_STAMP) ## re-train each task's best config (and the rounds) with
 predict: $(DATA_STAMP) ## captions + gallery: make predict STUDY=s [IMAGES="a.png b.png"] [MODEL=best-<task>]
 	$(BIN)/python -m mtl predict $(STUDY) $(if $(MODEL),--model $(MODEL)) $(IMAGES)
 
-bench: $(DATA_STAMP) ## performance ratios -> reports/bench.json
-	$(BIN)/python -m mtl bench
+bench: $(DATA_STAMP) ## performance ratios -> reports/bench.json; serving keys on STUDY's models: make bench [STUDY=s]
+	$(BIN)/python -m mtl bench --study $(STUDY)
 
 test: $(STAMP) ## fast test suite (includes one tiny end-to-end study)
 	$(BIN)/pytest -q -m "not slow"

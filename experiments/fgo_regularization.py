@@ -43,8 +43,8 @@ EARLY_STOP = EarlyStop(k=2, margin=0.01, ci_margin=1.0, min_epoch=3)
 SERVE_MAX_TRIALS = 2  # @ensemble draws on at most 2 trials (2 networks), chosen on val; MAX_TRIALS=0 lifts it
 
 
-def search_space(trial, base: TrainConfig) -> TrainConfig:
-    freeze = trial.suggest_categorical("freeze", ["all", "layer3", "layer2", "none"])
+def search_space(trial, base: TrainConfig, freeze_choices=("all", "layer3", "layer2", "none")) -> TrainConfig:
+    freeze = trial.suggest_categorical("freeze", list(freeze_choices))
     # the backbone's learning rate only where some of it trains (TPE handles the conditional space)
     lr_backbone = base.lr_backbone if freeze == "all" else trial.suggest_float("lr_backbone", 1e-4, 3e-3, log=True)
     n_trunk = trial.suggest_int("trunk_layers", 1, 2)

@@ -138,7 +138,8 @@ class PerHeadBackbone(torch.nn.Module):
         return t.kind_impl.head_output(t, self.inner.heads[name](h))
 
 
-def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest="data_manifests/fgo_synth.csv"):
+def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest="data_manifests/fgo_synth.csv",
+        study="fgo_regularization"):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rounds, reps = (2, 1) if quick else (5, 3)  # every ratio: the median of `rounds` alternating rounds
     torch.manual_seed(0)
@@ -224,8 +225,9 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
 
     res.update(data_ratios(model, w, opt, tasks, manifest, image_size, batch_size, device, quick))
     res.update(frozen_prefix(manifest, image_size, batch_size, quick))
-    res.update(early_stopped_epochs())
-    res.update(serving_ratios("fgo_regularization", repeats=2 if quick else 5))  # the default study's models
+    res.update(early_stopped_epochs(study))
+    res.update(serving_ratios(study, repeats=2 if quick else 5))  # the study's registered models (default study)
+    res["study"] = study
     for extra in ("spread_data", "spread_frozen"):
         spread.update(res.pop(extra))
     for key in ("ensemble_vs_single", "composite_vs_single"):

@@ -32,4 +32,5 @@ def test_bench_quick_json(fgo_small, isolated_stores, capsys):
     import mlflow  # the same figures as a run of experiment `bench`, with the json beside them
     run = mlflow.search_runs(experiment_names=["bench"], output_format="list")[0]
     assert run.data.metrics["step_vs_bare"] == res["step_vs_bare"] and run.data.tags["mtl.role"] == "bench"
+    assert res["study"] == run.data.params["study"] == "fgo_regularization"  # whose models the serving keys read
     assert [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)] == ["bench.json"]

@@ -13,7 +13,8 @@ from mtl.benchmarks import TARGETS, run
 
 def table(res: dict) -> str:
     lines = [f"machine: {res['machine']}; {res['backbone']} {res['image_size']}px, batch {res['batch_size']}; "
-             f"medians of {res.get('rounds', '?')} alternating rounds [min-max over the rounds]",
+             f"medians of {res.get('rounds', '?')} alternating rounds [min-max over the rounds]; "
+             f"study {res.get('study', '?')}",
              f"{'key':<30}{'median':>9}  {'spread':<17}  target"]
     for k, target in TARGETS.items():
         v, sp = res.get(k), res.get("spread", {}).get(k)
@@ -23,7 +24,7 @@ def table(res: dict) -> str:
 
 
 def main(args) -> int:
-    res = run(args.backbone, args.image_size, args.batch_size, args.quick, args.manifest)
+    res = run(args.backbone, args.image_size, args.batch_size, args.quick, args.manifest, args.study)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
@@ -39,7 +40,7 @@ def log_run(res: dict, path: Path) -> str:
     client = tracking.get_client()
     exp = tracking.ensure_experiment(client, "bench")
     with tracking.RunLogger(client, exp, "bench", tags={"mtl.role": "bench"}) as run:
-        run.log_params({k: str(res[k]) for k in ("machine", "backbone", "image_size", "batch_size") if k in res})
+        run.log_params({k: str(res[k]) for k in ("machine", "backbone", "image_size", "batch_size", "study") if k in res})
         run.log_metrics({k: v for k in TARGETS if isinstance(v := res.get(k), float) and math.isfinite(v)})
         run.log_artifact(path)
     return run.run_id
