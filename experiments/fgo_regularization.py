@@ -16,8 +16,8 @@ prefix is computed once per process and cached (keyed by the prefix). Each trial
 one epoch, the one with the best mean val score (best_epoch="mean"): a trial is one network, so the served
 ensemble (SERVE_MAX_TRIALS = 2 trials, chosen on val) costs about two single models. Trials that completed
 trials dominate by a margin on every task stop early (EARLY_STOP, set so that none would have joined the
-front: `make audit-pruning`). Images are 40 px so that 40 trials fit 10 minutes on 2 CPU cores, pretrain
-included.
+front: `make audit-pruning`). Images are 40 px so that 40 trials take about 11 minutes on 2 CPU cores,
+pretrain included.
 
     make tune STUDY=fgo_regularization [TRIALS=40 EPOCHS=10]
 """
