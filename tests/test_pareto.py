@@ -464,6 +464,13 @@ def test_max_trials_keeps_the_served_ensemble_within_its_budget(tiny_study, caps
     assert version.run_id == run.info.run_id and version.tags["members"] == "1"  # one trial: one network
     report = (tiny_study / "reports" / "tiny" / "report.md").read_text()
     assert f"among trials {run.data.params['members']} only" in report
+    if len(front) > 1:  # one trial served alone: the front trial with the best mean val score, all sets tried
+        assert f"all {len(front)} sets of 1 tried" in report
+        scores = {r.data.tags["mlflow.runName"].split("-")[-1]: [
+            v for k, v in r.data.metrics.items() if k.startswith("best_val/") and k.count("/") == 2
+            and not k.endswith(("_lo", "_hi"))] for r in front}
+        mean_val = {n: sum(v) / len(v) for n, v in scores.items()}
+        assert run.data.params["members"] == max(mean_val, key=lambda n: (mean_val[n], -int(n)))
     # the budget binds only the served model: the tuned best and the chosen ensemble stay as without it
     def points(text, task):  # the row's point estimates (intervals differ: a larger family, more resamples)
         line = next(line for line in text.splitlines() if line.startswith(f"| {task} ("))

@@ -66,6 +66,38 @@ def equal_budget_section(study, s, storage, tasks, manifest, members, test, sing
     return equal_budget(tasks, manifest, outputs, trials, max(counts.values()), n_tuned, single)
 
 
+MAX_POOLS = 2000  # sets of k front trials the served ensemble's search tries one by one; more: the rank rule
+
+
+def served_within(tasks, manifest, cache, front, dirs, k, values_of, top_k):
+    """The served ensemble under a budget of k trials, chosen on val: every k-set of front trials gets its own
+    routing / averaging / greedy selection (mtl.combine.select_on_val), and the set whose choices have the best
+    mean val score over the tasks (lower-is-better scores as -score/scale, as patience counts them) wins; ties
+    go to the set selection.network_pool's rank rule picks, then to the earliest trials. With more than
+    MAX_POOLS sets, the rank rule alone picks the set. Returns (pool, its choices, sets tried or 0)."""
+    import itertools
+    import math
+
+    def choices_of(pool):
+        best = {t.name: max(pool, key=lambda m, i=i: (m.values[i] if dirs[i] == "maximize" else -m.values[i], -m.number))
+                for i, t in enumerate(tasks)}
+        return select_on_val(tasks, manifest, cache, pool, best, values_of, top_k)
+
+    if math.comb(len(front), k) > MAX_POOLS:
+        pool = network_pool(front, dirs, k)
+        return pool, choices_of(pool), 0
+    ranked = {tuple(m.number for m in network_pool(front, dirs, k))}  # the rank rule's pick wins exact ties
+    best_key, best = None, None
+    for pool in itertools.combinations(sorted(front, key=lambda m: m.number), k):
+        chosen = choices_of(list(pool))
+        score = sum(c["chosen"].val if t.direction == "maximize" else -c["chosen"].val / t.score_scale
+                    for t, c in ((t, chosen[t.name]) for t in tasks)) / len(tasks)
+        key = (score if math.isfinite(score) else -math.inf, tuple(m.number for m in pool) in ranked)
+        if best_key is None or key > best_key:
+            best_key, best = key, (list(pool), chosen)
+    return best[0], best[1], math.comb(len(front), k)
+
+
 def main(args) -> int:
     if args.top_k < 0:
         raise UserError(f"--top-k {args.top_k}: must be 0 (the whole front) or a positive number")
@@ -81,18 +113,18 @@ def main(args) -> int:
     choices = select_on_val(tasks, manifest, val_cache, front, best, lambda m: values[m.number], args.top_k)
     served, pool, budget = choices, front, ""
     if max_trials and max_trials < len(front):  # a serving budget for @ensemble: its selection draws on k trials
-        dirs = directions_of(s)
-        pool = network_pool(front, dirs, max_trials)
-        pool_best = {t.name: max(pool, key=lambda m, i=i: (m.values[i] if dirs[i] == "maximize" else -m.values[i],
-                                                            -m.number)) for i, t in enumerate(tasks)}
-        served = select_on_val(tasks, manifest, val_cache, pool, pool_best, lambda m: values[m.number], args.top_k)
+        pool, served, searched = served_within(tasks, manifest, val_cache, front, directions_of(s), max_trials,
+                                               lambda m: values[m.number], args.top_k)
         source = "`--max-trials`" if args.max_trials is not None else "the study's SERVE_MAX_TRIALS"
+        how = (f"the {max_trials} front trials whose served ensemble has the best mean val score over the tasks "
+               f"(all {searched} sets of {max_trials} tried)" if searched else
+               f"the {max_trials} front trials whose best member per task has the smallest sum of val ranks (too many "
+               f"sets to try each)")
         budget = (f"Served ensemble (`@ensemble`): a serving budget of at most {max_trials} trials ({source}). Its "
                   f"routing, averaging and greedy selection chose, on val, among trials "
-                  f"{', '.join(str(m.number) for m in pool)} only (the {max_trials} front trials whose best member per "
-                  f"task has the smallest sum of val ranks). Each trial serves a task from that task's best-epoch "
-                  f"checkpoint (one network per trial with best_epoch=\"mean\"). The tuned best and the chosen "
-                  f"ensemble are unbounded; \"served ensemble - tuned best\" shows what the budget keeps.")
+                  f"{', '.join(str(m.number) for m in pool)} only ({how}). Each trial serves a task from that task's "
+                  f"best-epoch checkpoint (one network per trial with best_epoch=\"mean\"). The tuned best and the "
+                  f"chosen ensemble are unbounded; \"served ensemble - tuned best\" shows what the budget keeps.")
         print(budget)
     elif max_trials:
         print(f"serving budget of {max_trials} trials: the front has {len(front)}, so @ensemble is the chosen ensemble")
