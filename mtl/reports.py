@@ -119,21 +119,26 @@ def _optimism(task: Task, val: float, test: float) -> float:
     return (val - test) if task.direction == "maximize" else (test - val)
 
 
-def selection_lines(tasks: list[Task], final: Final, choices: dict, sel: Selection) -> list[str]:
+def selection_lines(tasks: list[Task], final: Final, choices: dict, sel: Selection,
+                    served: dict | None = None) -> list[str]:
     """The winner's curse: each selected model's val score next to its test score, against the mean optimism
     of the front's trials, and how many trials val could not tell apart from the selected best."""
+    cols = [("routing", "routing", "tuned best"), ("chosen", "chosen on val", "chosen ensemble")]
+    if served is not None and SERVED in final.rows:  # the served ensemble: the best of many budgeted sets on val
+        cols.append(("served", SERVED, "served ensemble"))
     lines = ["", "## Selection on val and what it cost (winner's curse)", "",
              "Val score → test score (optimism = how much better val looked). A model picked as the best of many on "
              "val is expected to look better on val than it is; the front trials' mean optimism is the reference. "
              "Tied: trials whose paired val difference from the tuned best has a 95 % interval containing 0.", "",
-             "| task | tuned best val → test (optimism) | chosen ensemble val → test (optimism) | front trials' mean "
-             "optimism ± sd | tied with the tuned best on val |", "|---|---:|---:|---:|---:|"]
+             "| task | " + " | ".join(f"{label} val → test (optimism)" for _, _, label in cols)
+             + " | front trials' mean optimism ± sd | tied with the tuned best on val |",
+             "|---|" + "---:|" * (len(cols) + 2)]
     for i, t in enumerate(tasks):
-        c = choices[t.name]
         cells = []
-        for key, row in (("routing", "routing"), ("chosen", "chosen on val")):
+        for key, row, _ in cols:
+            c = (served if key == "served" else choices)[t.name]["chosen" if key == "served" else key]
             test = final.rows[row][t.name].value
-            cells.append(f"{c[key].val:.3f} → {test:.3f} ({_optimism(t, c[key].val, test):+.3f})")
+            cells.append(f"{c.val:.3f} → {test:.3f} ({_optimism(t, c.val, test):+.3f})")
         opt = [_optimism(t, v[i], final.rows[f"trial-{n}"][t.name].value) for n, v in sel.front_val.items()
                if f"trial-{n}" in final.rows]
         sd = float(np.std(opt, ddof=1)) if len(opt) > 1 else math.nan
@@ -164,7 +169,7 @@ def write_report(path: Path, study, manifest, tasks: list[Task], final: Final, c
             _pct(final.delta_m[n]) if n in final.delta_m else "" for n in order) + " |")
         lines += ["", DELTA_M_NOTE]
     if selection is not None:
-        lines += selection_lines(tasks, final, choices, selection)
+        lines += selection_lines(tasks, final, choices, selection, served)
     for t in tasks:
         c = choices[t.name]
         lines += ["", f"## {t.name} ({t.primary_metric}, {'lower' if t.direction == 'minimize' else 'higher'} is better)",

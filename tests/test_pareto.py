@@ -477,6 +477,7 @@ def test_max_trials_keeps_the_served_ensemble_within_its_budget(tiny_study, caps
         return [c.split()[0] for c in line.strip("|").split("|")[1:]]
     if len(front) > 1:
         assert "served ensemble (budget, on val)" in report and "served ensemble - tuned best" in report
+        assert "| served ensemble val → test (optimism) |" in report  # its winner's curse, beside the others'
         for task in ("gender", "colors"):
             assert points(report, task)[:-1] == points(unbounded, task)
     # the study file's SERVE_MAX_TRIALS is the default budget; --max-trials 0 lifts it
