@@ -128,8 +128,9 @@ def _add_bench(sub) -> None:
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--quick", action="store_true", help="smoke run: few repeats (figures are not meaningful)")
     b.add_argument("--manifest", default="data_manifests/fgo_synth.csv")
-    b.add_argument("--study", default="fgo_regularization",
-                   help="whose models the serving keys and early_stopped_epoch_fraction measure")
+    b.add_argument("--study", default=None,
+                   help="whose models the serving keys and early_stopped_epoch_fraction measure "
+                        "(default fgo_regularization, where it has run)")
     b.add_argument("--out", default="reports/bench.json")
     b.set_defaults(func="mtl.commands.bench:main")
 

@@ -139,7 +139,7 @@ class PerHeadBackbone(torch.nn.Module):
 
 
 def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest="data_manifests/fgo_synth.csv",
-        study="fgo_regularization"):
+        study: str | None = None):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rounds, reps = (2, 1) if quick else (5, 3)  # every ratio: the median of `rounds` alternating rounds
     torch.manual_seed(0)
@@ -225,6 +225,7 @@ def run(backbone="resnet18", image_size=64, batch_size=32, quick=False, manifest
 
     res.update(data_ratios(model, w, opt, tasks, manifest, image_size, batch_size, device, quick))
     res.update(frozen_prefix(manifest, image_size, batch_size, quick))
+    study = study or "fgo_regularization"  # the default study's models, where it has run
     res.update(early_stopped_epochs(study))
     res.update(serving_ratios(study, repeats=2 if quick else 5))  # the study's registered models (default study)
     res["study"] = study

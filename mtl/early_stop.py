@@ -90,8 +90,10 @@ def best_mean_so_far(curve: list[list[float]], directions: list[str],
     for row in curve:
         vals = [-v / s if d == "minimize" else v for v, d, s in zip(row, directions, scales) if not math.isnan(v)]
         m = sum(vals) / len(vals) if vals else math.nan
-        if best is None or m > best_mean:
-            best, best_mean = row, m
+        if best is None or m > best_mean:  # the first epoch stands until one has a (finite) better mean
+            best = row
+        if m > best_mean:  # a NaN mean never becomes the mark to beat (BestStates keeps -inf there too)
+            best_mean = m
         out.append(list(best))
     return out
 

@@ -157,7 +157,8 @@ def fewest_models(tied: dict[str, list[Member]], nominal: dict[str, Member], fro
 
 
 def network_pool(front: list[Member], dirs: list[str], k: int) -> list[Member]:
-    """`make ensemble MAX_TRIALS=k`: the k front trials an ensemble may draw on (a served ensemble runs one
+    """The rank rule for a serving budget of k trials (`make ensemble MAX_TRIALS=k` breaks ties of its val search
+    with it, and uses it alone where there are too many sets to try): the k front trials an ensemble may draw on (a served ensemble runs one
     network per distinct (trial, best-epoch) checkpoint), chosen on val: the set whose best member per task has the smallest sum of
     ranks among the front (ranks: scale-free across tasks), earliest trials on ties. Exact over every
     k-subset while there are at most 200,000 of them, else greedy."""

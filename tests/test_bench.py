@@ -33,4 +33,7 @@ def test_bench_quick_json(fgo_small, isolated_stores, capsys):
     run = mlflow.search_runs(experiment_names=["bench"], output_format="list")[0]
     assert run.data.metrics["step_vs_bare"] == res["step_vs_bare"] and run.data.tags["mtl.role"] == "bench"
     assert res["study"] == run.data.params["study"] == "fgo_regularization"  # whose models the serving keys read
+    capsys.readouterr()
+    assert main(["bench", "--quick", "--study", "no_such_study", "--out", str(out)]) == 2  # before any timing
+    assert "no study 'no_such_study'" in capsys.readouterr().err
     assert [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)] == ["bench.json"]

@@ -50,6 +50,8 @@ def test_with_one_epoch_for_all_tasks_curves_compare_the_epochs_a_trial_would_se
     assert should_stop(2, running, [Curve([[0.7, 0.7], [0.8, 0.8]], [0.0, 0.0])], MAX2, rule, per_task=False)
     # lower-is-better scores count as -score/scale in the mean, as in training's patience
     assert best_mean_so_far([[0.5, 3.0], [0.6, 5.0]], ["maximize", "minimize"], [1.0, 10.0])[1] == [0.5, 3.0]
+    nan = float("nan")  # an epoch with no score at all stands only until a scored one (as in training's BestStates)
+    assert best_mean_so_far([[nan, nan], [0.2, 0.1], [0.1, 0.1]], MAX2)[1:] == [[0.2, 0.1], [0.2, 0.1]]
 
 
 def test_a_slow_starter_that_ends_on_the_front_is_not_stopped():

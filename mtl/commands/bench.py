@@ -24,6 +24,9 @@ def table(res: dict) -> str:
 
 
 def main(args) -> int:
+    if args.study is not None:  # a study named on purpose: unknown is one line, not serving keys quietly left out
+        from mtl.studies import load_study
+        load_study(args.study)
     res = run(args.backbone, args.image_size, args.batch_size, args.quick, args.manifest, args.study)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,11 @@
 Only then are the test labels read, once, for the final table (mtl/reports.py): every model with its
 95 % group-bootstrap interval, the best constant predictor, the study's COMPARE_WITH rounds where that
 study ran on the same manifest, and paired intervals for each comparison. `reports/<study>/report.md`
-is the table a researcher reads (also on the study's parent run); the chosen ensemble is registered
-as `models:/<study>@ensemble`. A method study with TUNED_FIXED also gets the equal-budget verdict
-(`equal_budget.md`, appended to the report): each method's val-selected training against the fixed
-weights tuned with as many trainings.
+is the table a researcher reads (also on the study's parent run); the served ensemble is registered
+as `models:/<study>@ensemble`: the chosen one, or, under a serving budget (SERVE_MAX_TRIALS, --max-trials),
+the one chosen on val within that many trials (`served_within`). A method study with TUNED_FIXED also
+gets the equal-budget verdict (`equal_budget.md`, appended to the report): each method's val-selected
+training against the fixed weights tuned with as many trainings.
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ def served_within(tasks, manifest, cache, front, dirs, k, values_of, top_k):
     best_key, best = None, None
     for pool in itertools.combinations(sorted(front, key=lambda m: m.number), k):
         chosen = choices_of(list(pool))
-        score = sum(c["chosen"].val if t.direction == "maximize" else -c["chosen"].val / t.score_scale
-                    for t, c in ((t, chosen[t.name]) for t in tasks)) / len(tasks)
-        key = (score if math.isfinite(score) else -math.inf, tuple(m.number for m in pool) in ranked)
+        vals = [chosen[t.name]["chosen"].val * (1 if t.direction == "maximize" else -1 / t.score_scale) for t in tasks]
+        vals = [v for v in vals if not math.isnan(v)]  # a task with no labelled val sample: left out, as patience does
+        score = sum(vals) / len(vals) if vals else -math.inf
+        key = (score, tuple(m.number for m in pool) in ranked)
         if best_key is None or key > best_key:
             best_key, best = key, (list(pool), chosen)
     return best[0], best[1], math.comb(len(front), k)
@@ -174,7 +176,7 @@ def main(args) -> int:
     with tracking.RunLogger(client, exp, "ensemble", parent, tags={"mtl.role": "ensemble", "mtl.study": study.name}) as run:
         run.log_params({"members": ",".join(str(m.number) for m in pool), "top_k": args.top_k or "all",
                         "max_trials": max_trials or "all",
-                        "routing": ",".join(f"{k}:{m.number}" for k, m in best.items()),
+                        "routing": ",".join(f"{t.name}:{next(iter(served[t.name]['routing'].weights))}" for t in tasks),
                         **{f"chosen.{t.name}": served[t.name]["chosen"].describe() for t in tasks}})
         chosen = final.rows[SERVED if SERVED in final.rows else "chosen on val"]  # the run's model: @ensemble
         run.log_metrics({f"test/{t.metric_key}": chosen[t.name].value for t in tasks}
