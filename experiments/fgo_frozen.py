@@ -2,7 +2,7 @@
 
 The serving-cost reference. Every trial shares the same frozen backbone weights, so a served model
 with several members (`@best`, every task's best; `@ensemble`) runs that backbone once per batch and
-adds only each member's trunk and heads (mtl/serving.py: shared stages by weight digest). On
+adds only each member's trunk and heads (mtl/serve/pyfunc.py: shared stages by weight digest). On
 fgo_regularization, which also decides how much of the backbone to fine-tune, each tuned trial is its
 own network and `@best` costs about one network per task. The frozen features know little of the
 tasks (issue 18's linear probe), so these models score below fgo_regularization's: this study shows
@@ -13,7 +13,7 @@ shared with fgo_regularization), epochs, early stopping and one epoch per trial 
     make bench STUDY=fgo_frozen        # ensemble_vs_single and composite_vs_single on these models
 """
 
-from mtl.studies import load_study
+from mtl.tune.studies import load_study
 
 _REG = load_study("fgo_regularization")
 MANIFEST = "data_manifests/fgo_synth.csv"

@@ -10,9 +10,9 @@ fgo_regularization is the offline demo. 64 px: ImageNet features want more pixel
     make tune STUDY=fgo_imagenet
 """
 
-from mtl.config import TrainConfig
-from mtl.early_stop import EarlyStop
-from mtl.studies import load_study
+from mtl.train.config import TrainConfig
+from mtl.tune.early_stop import EarlyStop
+from mtl.tune.studies import load_study
 
 MANIFEST = "data_manifests/fgo_synth.csv"
 OBJECTIVES = ["gender", "region", "fighting_style", "alignment", "colors"]

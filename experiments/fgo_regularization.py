@@ -22,8 +22,8 @@ pretrain included.
     make tune STUDY=fgo_regularization [TRIALS=40 EPOCHS=10]
 """
 
-from mtl.config import TrainConfig
-from mtl.early_stop import EarlyStop
+from mtl.train.config import TrainConfig
+from mtl.tune.early_stop import EarlyStop
 
 MANIFEST = "data_manifests/fgo_synth.csv"
 OBJECTIVES = ["gender", "region", "fighting_style", "alignment", "colors"]

@@ -14,7 +14,7 @@ tuned trials.
     make tune STUDY=fgo_rounds
 """
 
-from mtl.config import TrainConfig
+from mtl.train.config import TrainConfig
 
 MANIFEST = "data_manifests/fgo_synth.csv"
 OBJECTIVES = ["gender", "region", "fighting_style", "alignment", "colors"]

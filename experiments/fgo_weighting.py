@@ -18,7 +18,7 @@ fgo_regularization); a trained layer4 makes each trial's checkpoints about 34 MB
 """
 
 from mtl import methods
-from mtl.config import TrainConfig
+from mtl.train.config import TrainConfig
 
 MANIFEST = "data_manifests/fgo_synth.csv"
 OBJECTIVES = ["gender", "region", "fighting_style", "alignment", "colors"]

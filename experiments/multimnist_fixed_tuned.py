@@ -11,7 +11,7 @@ ensemble STUDY=multimnist_methods` answers that here, on test, with intervals.
 """
 
 from mtl import methods
-from mtl.studies import load_study
+from mtl.tune.studies import load_study
 
 _methods = load_study("multimnist_methods")
 MANIFEST = _methods.manifest

@@ -7,7 +7,7 @@ About 8 minutes on 2 CPU cores.
     make data-multimnist SIZE=full && make tune STUDY=multimnist_long && make ensemble STUDY=multimnist_long
 """
 
-from mtl.studies import load_study
+from mtl.tune.studies import load_study
 
 _methods = load_study("multimnist_methods")
 MANIFEST = "data/multimnist_full/multimnist_lr.csv"

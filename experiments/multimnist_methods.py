@@ -10,7 +10,7 @@ method's val-best of its REPEATS trainings against the fixed weights tuned with 
 trainings (TUNED_FIXED, the study multimnist_fixed_tuned), on test, Holm over every method and task.
 
 The network is ParetoMTL's (Lin et al. 2019, multiMNIST/model_lenet.py): the shared MultiLeNet
-(mtl/model.py) and one linear head 50 -> 10 per task, trained from scratch. Protocol differences from the papers are in the
+(mtl/model/hydranet.py) and one linear head 50 -> 10 per task, trained from scratch. Protocol differences from the papers are in the
 README's "Real benchmark" section: 6,000 train composites and 6 epochs instead of about 120,000 and 100,
 so that 75 trials and the two single-task baselines fit 10 minutes on 2 CPU cores.
 
@@ -19,7 +19,7 @@ so that 75 trials and the two single-task baselines fit 10 minutes on 2 CPU core
 """
 
 from mtl import methods
-from mtl.config import TrainConfig
+from mtl.train.config import TrainConfig
 
 MANIFEST = "data/multimnist/multimnist_lr.csv"
 OBJECTIVES = ["left", "right"]

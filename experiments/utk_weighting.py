@@ -10,7 +10,7 @@ design). Each method runs once first (ENQUEUE), then the sampler explores; objec
 """
 
 from mtl import methods
-from mtl.config import TrainConfig
+from mtl.train.config import TrainConfig
 
 MANIFEST = "data_manifests/utk_synth.csv"
 OBJECTIVES = ["age", "gender", "race"]

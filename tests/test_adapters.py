@@ -9,7 +9,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from mtl import mlflow_adapter, optuna_adapter
+from mtl.track import mlflow_adapter
+from mtl.tune import optuna_adapter
 
 
 def test_hypervolume_matches_inclusion_exclusion():
@@ -50,8 +51,8 @@ def test_artifacts_deleted_and_dataset_inputs_logged(isolated_stores):
 def test_a_manifest_dataset_is_built_once_and_linked_to_every_run(isolated_stores, fgo_small, monkeypatch):
     """Each trial links the manifest as a dataset input; building it (schema, profile) happens once per
     loaded manifest, and a manifest whose table was replaced is built again."""
-    from mtl import tracking
     from mtl.data.manifest import load_manifest
+    from mtl.track import tracking
     client = mlflow.MlflowClient()
     exp = tracking.ensure_experiment(client, "datasets")
     built = []

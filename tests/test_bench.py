@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from mtl.__main__ import main
-from mtl.benchmarks import TARGETS
+from mtl.bench.benchmarks import TARGETS
 
 
 def test_bench_quick_json(fgo_small, isolated_stores, capsys):

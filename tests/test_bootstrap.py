@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mtl.bootstrap import GroupBootstrap, Score, point, sample_stats, verdict
-from mtl.combine import choose, greedy_select
-from mtl.metrics import TaskMetrics, best_constant, constant_score
+from mtl.model.metrics import TaskMetrics, best_constant, constant_score
+from mtl.results.combine import choose, greedy_select
 from mtl.tasks import Task
 
 BIN = Task("gender", "binary", ("F", "M"))

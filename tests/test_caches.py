@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from mtl import features
 from mtl.data import dataset
 from mtl.data.manifest import load_manifest
-from mtl.model import HydraNet
+from mtl.model import prefix as features
+from mtl.model.hydranet import HydraNet
 from mtl.tasks import Task
 
 

@@ -8,14 +8,15 @@ import optuna
 import pytest
 import torch
 
-from mtl import kinds, methods, tracking
-from mtl.config import TrainConfig
+from mtl import kinds, methods
 from mtl.errors import UserError
 from mtl.kinds.base import Kind
-from mtl.losses import task_losses
 from mtl.methods.base import LossWeighting
+from mtl.model.losses import task_losses
 from mtl.params import Param
 from mtl.tasks import Task
+from mtl.track import tracking
+from mtl.train.config import TrainConfig
 
 
 class Count(Kind):

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 from mtl.__main__ import main
-from mtl.checkpoints import load_checkpoint, model_from_checkpoint
 from mtl.data.dataset import decode
 from mtl.data.images import BACKGROUND
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
+from mtl.train.checkpoints import load_checkpoint, model_from_checkpoint
 from tests.test_tune import STUDY
 
 

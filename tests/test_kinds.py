@@ -12,7 +12,7 @@ import torch
 
 from mtl import kinds
 from mtl.bootstrap import point, sample_stats
-from mtl.metrics import TaskMetrics, best_constant
+from mtl.model.metrics import TaskMetrics, best_constant
 from mtl.tasks import Task
 
 EXAMPLES = {  # kind -> (task, labelled cells); a new kind adds its example here

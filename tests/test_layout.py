@@ -14,8 +14,8 @@ ROOT = Path(mtl.__file__).parent
 LONG = {"mtl.data.render": "the two demo sets' drawing code, one concern",
         "mtl.data.manifest": "manifest reading and every validation message, one concern",
         "mtl.methods.base": "the Criterion interface and its two families (loss weightings, Jacobian methods)",
-        "mtl.benchmarks": "independent measurements, each a function, run in one process",
-        "mtl.training": "the loop, its data feeding and its per-task best states"}
+        "mtl.bench.benchmarks": "independent measurements, each a function, run in one process",
+        "mtl.train.loop": "the loop, its data feeding and its per-task best states"}
 
 
 def module_name(path: Path) -> str:
@@ -110,16 +110,76 @@ def test_modules_stay_under_300_lines_or_say_why():
 
 def test_no_library_module_names_an_experiment():
     hits = [m for m, p in modules().items() if re.search(r"fgo_rounds|fgo_regularization|utk_weighting", p.read_text())
-            and m not in ("mtl.benchmarks", "mtl.__main__")]
+            and m not in ("mtl.bench.benchmarks", "mtl.__main__")]
     assert hits == []
 
 
-def test_the_readme_file_tree_lists_every_module():
+# the layers, bottom to top: a module may import its own layer and those below it, never one above
+LAYERS = [
+    ("ground floor", ("mtl.errors", "mtl.params", "mtl.tasks", "mtl.score", "mtl.bootstrap", "mtl.quiet", "mtl.kinds")),
+    ("data", ("mtl.data",)),
+    ("model", ("mtl.model",)),
+    ("methods", ("mtl.methods",)),
+    ("train", ("mtl.train",)),
+    ("track", ("mtl.track",)),
+    ("tune", ("mtl.tune",)),
+    ("results", ("mtl.results",)),
+    ("serve", ("mtl.serve",)),
+    ("bench", ("mtl.bench",)),
+    ("commands", ("mtl.commands", "mtl.__main__")),
+]
+
+
+def layer_of(module: str) -> int | None:
+    for i, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    return None
+
+
+def test_every_library_module_is_in_a_declared_layer():
+    assert [m for m in modules() if m != "mtl" and layer_of(m) is None] == []
+
+
+def test_imports_go_down_the_layers_only():
+    up = sorted(f"{m} -> {d}" for m, deps in graph().items() for d in deps
+                if m != "mtl" and layer_of(d) is not None and layer_of(d) > layer_of(m))
+    assert up == []
+
+
+def test_the_layer_check_finds_an_import_upwards():
+    assert layer_of("mtl.train.loop") < layer_of("mtl.serve.registry")
+    assert layer_of("mtl.somewhere_new") is None
+
+
+def readme_tree() -> set[str]:
+    """The modules the README's file tree names, as paths under mtl/ (`model/hydranet.py`): a line
+    `  pkg/` opens a subpackage, the more deeply indented `name.py` lines below it are its modules."""
     readme = (ROOT.parent / "README.md").read_text()
     tree = readme[readme.index("## Files"):]
-    tree = tree[:tree.index("\n## ", 5)]
-    listed = set(re.findall(r"^\s+([a-z_]+(?:/[a-z_]+)?\.py|[a-z_]+/)", tree, re.M))
-    names = {p.name for p in ROOT.glob("*.py") if p.name != "__init__.py"} | {f"{p.name}/" for p in ROOT.iterdir() if p.is_dir()
-                                                   and not p.name.startswith("__")}
-    assert names - listed == set(), "README file tree misses these"
-    assert {n for n in listed if n.endswith(".py") and "/" not in n} - names == set(), "README names modules that are gone"
+    tree = tree[tree.index("```") + 3:]
+    tree = tree[:tree.index("```")]
+    listed, pkg, pkg_indent = set(), None, -1
+    for line in tree.splitlines():
+        m = re.match(r"^( +)([a-z_]+/|[a-z_]+\.py)(?=\s|$)", line)
+        if not m:
+            continue
+        indent, name = len(m.group(1)), m.group(2)
+        if pkg is not None and indent <= pkg_indent:
+            pkg = None
+        if name.endswith("/"):
+            if indent == 2:  # a subpackage of mtl/ (deeper folders are data, not modules)
+                pkg, pkg_indent = name, indent
+                listed.add(name)
+        elif indent == 2 or pkg is not None:
+            listed.add((pkg or "") + name)
+    return listed
+
+
+def test_the_readme_file_tree_lists_every_module():
+    listed = readme_tree()
+    actual = {str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py") if p.name != "__init__.py"
+              and p.parent.name not in ("kinds", "methods", "commands")}  # those list their files in one line
+    actual |= {f"{p.name}/" for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith("__")}
+    assert actual - listed == set(), "README file tree misses these"
+    assert listed - actual == set(), "README names modules that are gone"

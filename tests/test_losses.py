@@ -7,10 +7,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mtl.losses import masked_loss
 from mtl.methods.dwa import DWA
 from mtl.methods.fixed import Fixed
 from mtl.methods.uncertainty import Uncertainty
+from mtl.model.losses import masked_loss
 from mtl.tasks import Task
 
 BIN = Task("gender", "binary", ("Female", "Male"))

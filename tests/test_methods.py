@@ -14,14 +14,14 @@ import torchjd.scalarization as sc
 
 from mtl import methods
 from mtl.__main__ import main
-from mtl.checkpoints import load_checkpoint
-from mtl.config import TrainConfig
 from mtl.errors import UserError
-from mtl.model import HydraNet
-from mtl.selection import select, selected_per_method
-from mtl.storage import open_existing
+from mtl.model.hydranet import HydraNet
+from mtl.results.selection import select, selected_per_method
 from mtl.tasks import Task
-from mtl.training import check_config, fit, shared_params
+from mtl.train.checkpoints import load_checkpoint
+from mtl.train.config import TrainConfig
+from mtl.train.loop import check_config, fit, shared_params
+from mtl.tune.storage import open_existing
 
 TASKS = [Task("gender", "binary", ("F", "M")), Task("race", "multiclass", ("a", "b", "c")),
          Task("colors", "multilabel", ("r", "g", "b", "k")), Task("age", "regression", center=40.0, scale=20.0)]
@@ -67,7 +67,7 @@ def test_step_equals_torchjd_on_the_shared_features(name, aggregator, kwargs, mi
     import torchjd.aggregation
     from torchjd.autojac import jac_to_grad, mtl_backward
 
-    from mtl.losses import task_losses
+    from mtl.model.losses import task_losses
     x, targets, masks = batch(missing=missing)
     ours = model()
     crit = methods.make_criterion(TrainConfig(method=name), TASKS, shared_params(ours))
@@ -144,7 +144,7 @@ SCALARIZER_REFS = {  # torchjd's scalarizer as each method's defaults configure 
 def test_scalarizer_step_equals_torchjd_called_directly(name):
     """Ours: one criterion.backward (and FAMO's after_step). Reference: torchjd's scalarizer on the stacked
     task losses, one backward (FAMO: then `update` with the losses recomputed after the step)."""
-    from mtl.losses import task_losses
+    from mtl.model.losses import task_losses
     x, targets, masks = batch()
     ours, ref = model(), model()
     crit = methods.make_criterion(TrainConfig(method=name), TASKS, shared_params(ours))
@@ -305,7 +305,7 @@ def test_cli_train_with_each_gradient_method(method, fgo_small, isolated_stores,
 METHOD_STUDY = '''
 """Tiny method study for tests."""
 from mtl import methods
-from mtl.config import TrainConfig
+from mtl.train.config import TrainConfig
 MANIFEST = "{manifest}"
 OBJECTIVES = ["gender", "region", "colors"]
 METHODS = ["fixed", "upgrad", "cagrad"]
@@ -324,7 +324,7 @@ def search_space(trial, base):
 TUNED_STUDY = '''
 """The fixed weights tuned with a method's budget (tests)."""
 from mtl import methods
-from mtl.studies import load_study
+from mtl.tune.studies import load_study
 _m = load_study("meth")
 MANIFEST, OBJECTIVES, BASE, EPOCHS = _m.manifest, _m.objectives, _m.base, _m.epochs
 TRIALS = 2
@@ -432,7 +432,7 @@ def test_switching_method_drops_the_old_methods_settings():
 def test_pending_entries_requeue_failed_and_count_waiting():
     import optuna
 
-    from mtl.storage import pending_entries
+    from mtl.tune.storage import pending_entries
     s = optuna.create_study()
     entries = [{"method": "fixed", "repeat": 0}, {"method": "fixed", "repeat": 1}, {"method": "upgrad"}]
     for e in entries:

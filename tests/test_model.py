@@ -8,14 +8,14 @@ import pytest
 import torch
 import torchvision
 
-from mtl.config import TrainConfig
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.methods import make_criterion
-from mtl.metrics import TaskMetrics
-from mtl.model import HydraNet, freeze, freeze_all_but
+from mtl.model.hydranet import HydraNet, freeze, freeze_all_but
+from mtl.model.metrics import TaskMetrics
 from mtl.tasks import Task
-from mtl.training import fit
+from mtl.train.config import TrainConfig
+from mtl.train.loop import fit
 
 KINDS = [Task("gender", "binary", ("F", "M")), Task("race", "multiclass", ("a", "b", "c", "d", "e")),
          Task("colors", "multilabel", tuple("rgbkwpys")), Task("age", "regression", center=40.0, scale=20.0)]
@@ -50,7 +50,7 @@ def test_unknown_backbone_and_offline_weights_are_one_fast_line(tmp_path, monkey
     line naming the cache file to copy (a machine with a network downloads it instead)."""
     import time
 
-    from mtl.model import unreachable, weights_cache_path
+    from mtl.model.hydranet import unreachable, weights_cache_path
     with pytest.raises(UserError, match="unknown backbone"):
         HydraNet(KINDS, "resnet9000")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
@@ -194,7 +194,7 @@ def test_best_epoch_mean_keeps_one_model_for_every_task(fgo_small, tmp_path):
     index names one file for all tasks (one network to serve) and its val outputs come from that epoch."""
     import json
 
-    from mtl.training import mean_score
+    from mtl.train.loop import mean_score
     m = load_manifest(fgo_small)
     cfg = TrainConfig(image_size=32, epochs=3, batch_size=16, head_dims=[16], best_epoch="mean")
     r = fit(cfg, m, tmp_path / "a")
@@ -233,7 +233,7 @@ def test_partial_labels_two_heads(tmp_path):
 
 def test_multi_lenet_is_paretomtls_network_and_says_its_input_size():
     """ParetoMTL's MultiMNIST network: conv 9x9 (10) and 5x5 (20), linear 500 -> 50, linear heads 50 -> 10."""
-    from mtl.model import build_model, freeze_backbone
+    from mtl.model.hydranet import build_model, freeze_backbone
     tasks = [Task("left", "multiclass", tuple("0123456789")), Task("right", "multiclass", tuple("0123456789"))]
     cfg = TrainConfig(backbone="multi_lenet", image_size=36)
     model = build_model(cfg, tasks)

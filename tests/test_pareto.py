@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from mtl.__main__ import main
-from mtl.captions import caption
-from mtl.combine import average, route
-from mtl.front import best_per_task, dominates, pareto_front
-from mtl.registry import load_best
-from mtl.selection import select
+from mtl.results.captions import caption
+from mtl.results.combine import average, route
+from mtl.results.selection import select
+from mtl.serve.registry import load_best
 from mtl.tasks import Task
+from mtl.tune.front import best_per_task, dominates, pareto_front
 from tests.test_tune import STUDY
 
 
@@ -169,7 +169,7 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     ens = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",
                              output_format="list")
     assert ens and "test/alignment/acc" in ens[0].data.metrics
-    from mtl.registry import model_id_of
+    from mtl.serve.registry import model_id_of
     first = client.get_logged_model(model_id_of(client.get_model_version_by_alias("tiny", "ensemble")))
     first_files = Path(first.artifact_location.removeprefix("file://"))
     assert (first_files / "MLmodel").is_file()
@@ -204,10 +204,10 @@ def test_best_models_load_and_predict_as_mlflow_pyfunc(tiny_study, monkeypatch):
     mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
     monkeypatch.chdir(tiny_study)
     assert main(["pareto", "tiny"]) == 0
-    from mtl.checkpoints import model_from_checkpoint
     from mtl.commands.predict import run_models
     from mtl.data.manifest import load_manifest
-    from mtl.studies import load_study
+    from mtl.train.checkpoints import model_from_checkpoint
+    from mtl.tune.studies import load_study
     m = load_manifest(load_study("tiny").manifest)
     paths = [m.root / p for p in m.rows("test")["image"].iloc[:3]]
     for task in ("gender", "colors"):
@@ -233,7 +233,7 @@ def test_best_models_load_and_predict_as_mlflow_pyfunc(tiny_study, monkeypatch):
     # a registered best model is a warm start like a checkpoint
     assert main(["train", "--manifest", str(m.path), "--epochs", "1", "--set", "image_size=32", "--set",
                  "init=models:/tiny@best-gender", "--no-track", "--out", str(tiny_study / "ws")]) == 0
-    from mtl.checkpoints import load_checkpoint
+    from mtl.train.checkpoints import load_checkpoint
     ws = load_checkpoint(next((tiny_study / "ws").rglob("epoch-1.pt")))
     assert ws["config"]["init"] == f"models:/tiny/{mv.version}"  # the alias pinned to the version it named
     # stored whole: a registry version can be replaced and deleted, so none is a base to leave weights out against
@@ -345,7 +345,7 @@ def test_best_model_served_over_rest(tiny_study, monkeypatch):
     monkeypatch.chdir(tiny_study)
     assert main(["pareto", "tiny"]) == 0
     from mtl.data.manifest import load_manifest
-    from mtl.studies import load_study
+    from mtl.tune.studies import load_study
     m = load_manifest(load_study("tiny").manifest)
     imgs = [str(m.root / p) for p in m.rows("test")["image"].iloc[:2]]
     local = mlflow.pyfunc.load_model("models:/tiny@best-gender").predict(pd.DataFrame({"image": imgs}))
@@ -359,8 +359,8 @@ def test_best_model_served_over_rest(tiny_study, monkeypatch):
 
 
 def test_prune_dominated_removes_only_checkpoint_files(isolated_stores, fgo_small):
-    from mtl.registry import remove_dominated_checkpoints
-    from mtl.selection import Member
+    from mtl.results.selection import Member
+    from mtl.serve.registry import remove_dominated_checkpoints
     (isolated_stores / "experiments").mkdir()
     (isolated_stores / "experiments" / "tiny.py").write_text(STUDY.format(manifest=fgo_small))
     assert main(["tune", "tiny", "--trials", "2"]) == 0
@@ -398,7 +398,7 @@ def test_prefer_simplest_registers_the_smallest_tied_front_member(tiny_study, ca
 def test_prefer_shared_answers_every_task_with_the_fewest_tied_trials(tiny_study, capsys, monkeypatch):
     """--prefer shared: each task's alias goes to a tied front member, as few distinct trials as the ties
     allow."""
-    from mtl.selection import Member, fewest_models
+    from mtl.results.selection import Member, fewest_models
     # constructed: nominal bests 0, 1, 2; trial 1 is tied with the best on x and z too: one network answers all
     m = [Member(0, "r0", [0.9, 0.1, 0.1]), Member(1, "r1", [0.88, 0.5, 0.58]), Member(2, "r2", [0.1, 0.49, 0.6]),
          Member(3, "r3", [0.89, 0.2, 0.59])]
@@ -439,7 +439,7 @@ def test_prefer_shared_answers_every_task_with_the_fewest_tied_trials(tiny_study
 
 
 def test_max_trials_keeps_the_served_ensemble_within_its_budget(tiny_study, capsys, monkeypatch):
-    from mtl.selection import Member, network_pool
+    from mtl.results.selection import Member, network_pool
     # constructed: 0 is best on x, 2 on y, 1 second on both: one trial -> {1}; two -> {0, 2} (ranks, not scores)
     m = [Member(0, "r0", [0.9, 0.1]), Member(1, "r1", [0.8, 0.8]), Member(2, "r2", [0.1, 0.9]),
          Member(3, "r3", [0.2, 0.2])]
@@ -529,8 +529,8 @@ def test_shared_backbone_is_computed_once_and_outputs_stay_exact():
     """Three members: two hold the same backbone weights (a frozen pretrained one), one fine-tuned its last
     stage. Each stage the first two share runs once; the third shares all stages before layer4. Every
     member's outputs equal its own forward."""
-    from mtl.model import HydraNet
-    from mtl.serving import shared_forward, stage_digests
+    from mtl.model.hydranet import HydraNet
+    from mtl.serve.pyfunc import shared_forward, stage_digests
     tasks = [Task("g", "binary", ("a", "b")), Task("r", "multiclass", ("x", "y", "z"))]
     torch.manual_seed(0)
     a = HydraNet(tasks, "resnet18", trunk_dims=[8]).eval()
@@ -570,7 +570,7 @@ def test_a_registered_model_is_portable(tiny_study, monkeypatch, tmp_path):
     import subprocess
     import sys
 
-    from mtl.serving import example_image
+    from mtl.serve.pyfunc import example_image
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
     monkeypatch.chdir(tiny_study)
@@ -597,7 +597,7 @@ def test_a_registered_model_is_portable(tiny_study, monkeypatch, tmp_path):
 
 def test_serving_ratios_of_the_registered_models(tiny_study, monkeypatch):
     """make bench's ensemble_vs_single and composite_vs_single: medians of alternating rounds, with spreads."""
-    from mtl.bench_serving import alternating, ratio, serving_ratios
+    from mtl.bench.serving import alternating, ratio, serving_ratios
     times = alternating({"a": lambda: None, "b": lambda: sum(range(20000))}, repeats=5)
     assert all(len(v) == 5 for v in times.values())
     r = ratio({"x": [1.0, 2.0, 4.0], "y": [2.0, 2.0, 2.0]}, "x", "y")
@@ -605,7 +605,7 @@ def test_serving_ratios_of_the_registered_models(tiny_study, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
     monkeypatch.chdir(tiny_study)
-    from mtl.registry import alias_version
+    from mtl.serve.registry import alias_version
     if alias_version(mlflow.MlflowClient(), "tiny", "ensemble") is None:  # when this test runs alone
         assert main(["pareto", "tiny"]) == 0 and main(["ensemble", "tiny"]) == 0
     res = serving_ratios("tiny", n_images=4, repeats=5)

@@ -15,17 +15,17 @@ import torch
 import torchvision
 
 from mtl.__main__ import main
-from mtl.checkpoints import load_backbone
-from mtl.config import TrainConfig
 from mtl.data.batches import BatchAugment
 from mtl.data.manifest import load_manifest
-from mtl.early_stop import Curve, EarlyStop, should_stop
 from mtl.errors import UserError
-from mtl.front import hypervolume
-from mtl.model import build_model
-from mtl.storage import make_sampler, make_storage
-from mtl.studies import SAMPLERS, Study
-from mtl.training import fit
+from mtl.model.hydranet import build_model
+from mtl.train.checkpoints import load_backbone
+from mtl.train.config import TrainConfig
+from mtl.train.loop import fit
+from mtl.tune.early_stop import Curve, EarlyStop, should_stop
+from mtl.tune.front import hypervolume
+from mtl.tune.storage import make_sampler, make_storage
+from mtl.tune.studies import SAMPLERS, Study
 from tests.test_tune import STUDY
 
 DIRS = ["maximize", "maximize", "minimize"]
@@ -142,8 +142,8 @@ def test_pretrain_stage_reads_no_target_label_and_no_val_or_test_image(isolated_
 
     from mtl.data.manifest import Manifest
     from mtl.data.pretext import ROTATIONS
-    from mtl.runs import ensure_pretrain
-    from mtl.studies import load_study
+    from mtl.tune.runs import ensure_pretrain
+    from mtl.tune.studies import load_study
     (isolated_stores / "experiments").mkdir()
     (isolated_stores / "experiments" / "pre.py").write_text(PRETRAINED.format(manifest=fgo_small))
     study, m = load_study("pre"), load_manifest(fgo_small)
@@ -208,8 +208,8 @@ def search_space(trial, base):
     return base.replace(seed=100 - trial.number)
 
 
-def _unused(trial, base):''').replace("from mtl.config import TrainConfig",
-                                      "from mtl.early_stop import EarlyStop\nfrom mtl.config import TrainConfig")
+def _unused(trial, base):''').replace("from mtl.train.config import TrainConfig",
+                                      "from mtl.tune.early_stop import EarlyStop\nfrom mtl.train.config import TrainConfig")
 
 
 def test_ties_run_on_a_dominated_trial_stops_and_audit_pruning_replays_it(isolated_stores, fgo_small, capsys):
@@ -219,8 +219,8 @@ def test_ties_run_on_a_dominated_trial_stops_and_audit_pruning_replays_it(isolat
     the front that trial dominates, while against trials 0 and 1 alone (a tie) it would have."""
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from mtl.audit import audit_pruning
-    from mtl.studies import load_study
+    from mtl.tune.audit import audit_pruning
+    from mtl.tune.studies import load_study
     (isolated_stores / "experiments").mkdir()
     (isolated_stores / "experiments" / "twins.py").write_text(TWINS.format(manifest=fgo_small))
     assert main(["tune", "twins", "--epochs", "2"]) == 0
@@ -238,7 +238,7 @@ def test_ties_run_on_a_dominated_trial_stops_and_audit_pruning_replays_it(isolat
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["twins"], output_format="list")}
     assert runs["trial-3"].info.status == "FINISHED" and runs["trial-3"].data.tags["pruned"] == "true"
     assert runs["trial-0"].data.tags["pruned"] == "false"
-    from mtl.benchmarks import early_stopped_epochs
+    from mtl.bench.benchmarks import early_stopped_epochs
     res = early_stopped_epochs("twins")  # 4 x 2 epochs budgeted, 2 + 2 + 2 + 1 run
     assert res["early_stopped_epoch_fraction"] == pytest.approx(1 / 8) and res["raw_early_stop"]["pruned"] == 1
 
@@ -264,8 +264,8 @@ def test_ties_run_on_a_dominated_trial_stops_and_audit_pruning_replays_it(isolat
 def test_warm_started_checkpoints_store_only_what_differs_from_the_base(tmp_path, fgo_small):
     """Frozen backbone weights equal to the warm-start base are not written again; loading puts them back
     and the restored model answers exactly as during training."""
-    from mtl.checkpoints import load_checkpoint, model_from_checkpoint
-    from mtl.inference import split_outputs
+    from mtl.serve.inference import split_outputs
+    from mtl.train.checkpoints import load_checkpoint, model_from_checkpoint
     m = load_manifest(fgo_small)
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "base.pth")
@@ -284,7 +284,7 @@ def test_warm_started_checkpoints_store_only_what_differs_from_the_base(tmp_path
     load_backbone(other, str(tmp_path / "ck"))
     assert torch.equal(other.backbone.conv1.weight, model.backbone.conv1.weight)
     # frozen modules (all of them, not only BatchNorm/Dropout) stay at inference behaviour through train()
-    from mtl.model import freeze_backbone
+    from mtl.model.hydranet import freeze_backbone
     freeze_backbone(model, "layer2")
     model.train()
     assert all(not mod.training for mod in model.backbone.layer2.modules())
@@ -331,7 +331,7 @@ def test_objective_without_val_labels_and_negative_top_k_are_one_line(isolated_s
 
 def test_workers_spread_over_the_visible_gpus(monkeypatch):
     """WORKERS=N with several GPUs: worker i uses GPU i mod n (device count stubbed; CI has no GPU)."""
-    from mtl.search import assign_gpu
+    from mtl.tune.objective import assign_gpu
     chosen = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)

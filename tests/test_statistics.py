@@ -13,13 +13,13 @@ import torch
 from optuna.distributions import CategoricalDistribution
 
 from mtl.bootstrap import Family, GroupBootstrap, holm, p_value, sample_stats
-from mtl.combine import greedy_select
-from mtl.early_stop import Curve, EarlyStop, best_mean_so_far, completed_curves, curve_key, should_stop
 from mtl.errors import UserError
-from mtl.front import dominates
-from mtl.selection import Member
-from mtl.tables import best_vs_runner_up, methods_table
+from mtl.results.combine import greedy_select
+from mtl.results.selection import Member
+from mtl.results.tables import best_vs_runner_up, methods_table
 from mtl.tasks import Task
+from mtl.tune.early_stop import Curve, EarlyStop, best_mean_so_far, completed_curves, curve_key, should_stop
+from mtl.tune.front import dominates
 
 MAX2 = ["maximize", "maximize"]
 
@@ -230,11 +230,11 @@ def test_tune_summary_and_pareto_aliases_break_ties_alike(isolated_stores, fgo_s
     """Trial 0 ties trial 1 on gender but is dominated by it; trials 1 and 2 tie on gender on the front. The
     tune summary's ^ and pareto's best-per-task (what the aliases point at) both name trial 1."""
     from mtl.commands.tune import summary_table
-    from mtl.selection import select
-    from mtl.storage import make_storage
+    from mtl.results.selection import select
+    from mtl.tune.storage import make_storage
     (isolated_stores / "experiments").mkdir()
     (isolated_stores / "experiments" / "ties.py").write_text(
-        f'MANIFEST = "{fgo_small}"\nOBJECTIVES = ["gender", "region"]\nfrom mtl.config import TrainConfig\n'
+        f'MANIFEST = "{fgo_small}"\nOBJECTIVES = ["gender", "region"]\nfrom mtl.train.config import TrainConfig\n'
         'BASE = TrainConfig()\n\ndef search_space(trial, base):\n    return base\n')
     (isolated_stores / "optuna").mkdir()
     s = optuna.create_study(study_name="ties", directions=MAX2, storage=make_storage("optuna/ties.log"))
@@ -258,7 +258,7 @@ def test_tune_summary_and_pareto_aliases_break_ties_alike(isolated_stores, fgo_s
 def test_tied_with_best_and_prefer_simplest_on_a_constructed_case():
     """Trial 0 is the best; trial 1 is one image worse (tied), trial 2 far worse (not tied), trial 3 equal to
     trial 0. Simplest among the tied front members: the one with fewest trainable parameters, earliest on ties."""
-    from mtl.selection import simplest, tied_with_best
+    from mtl.results.selection import simplest, tied_with_best
     m = Split(["a"], groups=50, per=4, seed=5)
     n = len(m.group)
     rng = np.random.default_rng(2)

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from mtl.__main__ import main
-from mtl.storage import default_storage, make_storage
+from mtl.tune.storage import default_storage, make_storage
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 # what shrinks a study: its images, and its PRETRAIN stage's epochs (rounds and trials take --epochs 1)
@@ -64,7 +64,7 @@ def test_the_rounds_fine_tune_the_pretrained_backbone(isolated_stores, fgo_small
     import mlflow
     import torch
 
-    from mtl.checkpoints import load_checkpoint
+    from mtl.train.checkpoints import load_checkpoint
     exp = isolated_stores / "experiments"
     exp.mkdir()
     text = (EXPERIMENTS / "fgo_rounds.py").read_text().replace("data_manifests/fgo_synth.csv", str(fgo_small))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mtl.__main__ import main
-from mtl.config import TrainConfig
+from mtl.train.config import TrainConfig
 
 
 def test_train_logs_run_and_finetune(fgo_small, isolated_stores, capsys):

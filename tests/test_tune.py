@@ -13,7 +13,7 @@ from mtl.__main__ import main
 
 STUDY = '''
 """Tiny study for tests."""
-from mtl.config import TrainConfig
+from mtl.train.config import TrainConfig
 MANIFEST = "{manifest}"
 OBJECTIVES = ["gender", "region", "fighting_style", "alignment", "colors"]
 TRIALS = 2
@@ -124,7 +124,7 @@ def test_every_committed_study_loads_and_samples(tmp_path, monkeypatch):
     import torchvision
 
     from mtl.data.manifest import read_manifest
-    from mtl.studies import available_studies, check_search_space, load_study
+    from mtl.tune.studies import available_studies, check_search_space, load_study
     # fgo_imagenet's weights, as a user without a network would place them (offline, checked in one line)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)

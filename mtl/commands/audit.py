@@ -1,6 +1,6 @@
 """`python -m mtl audit-pruning <study> [--sample N]` (`make audit-pruning STUDY=s [SAMPLE=N]`): pruning regret.
 
-Re-runs a seeded sample of the study's early-stopped trials to the end (mtl/audit.py) and reports how
+Re-runs a seeded sample of the study's early-stopped trials to the end (mtl/tune/audit.py) and reports how
 many would have joined the Pareto front and the hypervolume lost, beside the fraction of epochs early
 stopping saved. Written to `reports/<study>/audit_pruning.md` (and `.json`, with each re-run's val curve) and logged on the study's parent run
 (metrics `audit/*`, artifact `report/audit_pruning.md`).
@@ -12,12 +12,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-from mtl import tracking
-from mtl.audit import audit_pruning
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
-from mtl.runs import ensure_pretrain, find_parent
-from mtl.storage import open_existing
+from mtl.track import tracking
+from mtl.tune.audit import audit_pruning
+from mtl.tune.runs import ensure_pretrain, find_parent
+from mtl.tune.storage import open_existing
 
 
 def main(args) -> int:

@@ -1,4 +1,4 @@
-"""`python -m mtl bench` (`make bench`): performance ratios (mtl/benchmarks.py) -> `reports/bench.json`, a
+"""`python -m mtl bench` (`make bench`): performance ratios (mtl/bench/benchmarks.py) -> `reports/bench.json`, a
 table, and a run of MLflow experiment `bench` (compare commits in the UI)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 import math
 from pathlib import Path
 
-from mtl import tracking
-from mtl.benchmarks import TARGETS, run
+from mtl.bench.benchmarks import TARGETS, run
+from mtl.track import tracking
 
 
 def table(res: dict) -> str:
@@ -25,7 +25,7 @@ def table(res: dict) -> str:
 
 def main(args) -> int:
     if args.study is not None:  # a study named on purpose: unknown is one line, not serving keys quietly left out
-        from mtl.studies import load_study
+        from mtl.tune.studies import load_study
         load_study(args.study)
     res = run(args.backbone, args.image_size, args.batch_size, args.quick, args.manifest, args.study)
     out = Path(args.out)

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import optuna
 
-from mtl import tracking
 from mtl.bootstrap import point, sample_stats
-from mtl.checkpoints import load_checkpoint
-from mtl.config import TrainConfig
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
-from mtl.inference import split_outputs
-from mtl.runs import ensure_pretrain, find_or_train, find_parent, run_key
-from mtl.selection import select
-from mtl.studies import STUDY_TAG, load_study, trial_config
-from mtl.training import fit
+from mtl.results.selection import select
+from mtl.serve.inference import split_outputs
+from mtl.track import tracking
+from mtl.train.checkpoints import load_checkpoint
+from mtl.train.config import TrainConfig
+from mtl.train.loop import fit
+from mtl.tune.runs import ensure_pretrain, find_or_train, find_parent, run_key
+from mtl.tune.studies import STUDY_TAG, load_study, trial_config
 
 SEED_BASE = 10_000  # trials ran with seeds 0, 1, 2, ... (base + trial number): these are new
 

@@ -1,7 +1,7 @@
 """`python -m mtl ensemble <study>` (`make ensemble STUDY=...`): ensembles of the Pareto members, chosen on val
-(mtl/combine.py: routing, averaging, greedy per task) and judged once on test.
+(mtl/results/combine.py: routing, averaging, greedy per task) and judged once on test.
 
-Only then are the test labels read, once, for the final table (mtl/reports.py): every model with its
+Only then are the test labels read, once, for the final table (mtl/results/reports.py): every model with its
 95 % group-bootstrap interval, the best constant predictor, the study's COMPARE_WITH rounds where that
 study ran on the same manifest, and paired intervals for each comparison. `reports/<study>/report.md`
 is the table a researcher reads (also on the study's parent run); the served ensemble is registered
@@ -17,13 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtl import tracking
-from mtl.combine import select_on_val
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
-from mtl.inference import CheckpointCache
-from mtl.registry import register_ensemble
-from mtl.reports import (
+from mtl.results.combine import select_on_val
+from mtl.results.reports import (
     SERVED,
     SINGLE,
     TUNED,
@@ -33,8 +30,7 @@ from mtl.reports import (
     to_markdown,
     write_report,
 )
-from mtl.runs import find_parent
-from mtl.selection import (
+from mtl.results.selection import (
     compared_members,
     network_pool,
     select,
@@ -42,13 +38,17 @@ from mtl.selection import (
     tied_with_best,
     tuned_fixed_member,
 )
-from mtl.storage import directions_of
-from mtl.tables import method_of
+from mtl.results.tables import method_of
+from mtl.serve.inference import CheckpointCache
+from mtl.serve.registry import register_ensemble
+from mtl.track import tracking
+from mtl.tune.runs import find_parent
+from mtl.tune.storage import directions_of
 
 
 def equal_budget_section(study, s, storage, tasks, manifest, members, test, single) -> str | None:
     """A method study with TUNED_FIXED: each method's val-selected training against the tuned fixed weights'
-    (mtl.reports.equal_budget), on test. None for other studies; one line when the tuned study has not run."""
+    (mtl.results.reports.equal_budget), on test. None for other studies; one line when the tuned study has not run."""
     picks = selected_per_method(study, s, members)
     if not study.tuned_fixed or not picks:
         return None
@@ -72,7 +72,7 @@ MAX_POOLS = 2000  # sets of k front trials the served ensemble's search tries on
 
 def served_within(tasks, manifest, cache, front, dirs, k, values_of, top_k):
     """The served ensemble under a budget of k trials, chosen on val: every k-set of front trials gets its own
-    routing / averaging / greedy selection (mtl.combine.select_on_val), and the set whose choices have the best
+    routing / averaging / greedy selection (mtl.results.combine.select_on_val), and the set whose choices have the best
     mean val score over the tasks (lower-is-better scores as -score/scale, as patience counts them) wins; ties
     go to the set selection.network_pool's rank rule picks, then to the earliest trials. With more than
     MAX_POOLS sets, the rank rule alone picks the set. Returns (pool, its choices, sets tried or 0)."""

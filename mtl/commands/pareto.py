@@ -1,11 +1,11 @@
 """`python -m mtl pareto <study>` (`make pareto STUDY=...`): the Pareto-best trials and the best trial per task.
 
-Reads the study's completed trials (mtl/selection.py: Optuna's `best_trials`, cross-checked against a
+Reads the study's completed trials (mtl/results/selection.py: Optuna's `best_trials`, cross-checked against a
 brute-force front and the scores logged in MLflow), prints the table, each task's best against its
 runner-up as a paired difference (Holm over the tasks), for studies that search `method` the per-method
-table of means with Holm-corrected differences against `fixed` (mtl/reports.py), tags the MLflow runs (`pareto`,
+table of means with Holm-corrected differences against `fixed` (mtl/results/reports.py), tags the MLflow runs (`pareto`,
 `best_for`), registers each task's best checkpoint as model `<study>` with alias `best-<task>`
-(mtl/registry.py), removes dominated trials' checkpoint files, and draws the front and the members' val
+(mtl/serve/registry.py), removes dominated trials' checkpoint files, and draws the front and the members' val
 curves into `reports/<study>/` and onto the parent run.
 """
 
@@ -14,15 +14,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mtl import plots, tracking
 from mtl.data.manifest import load_manifest
-from mtl.inference import CheckpointCache
-from mtl.registry import register_best, register_composite, remove_dominated_checkpoints
-from mtl.reports import delta_m_of, score_cell
-from mtl.runs import find_parent, single_task_stats
-from mtl.selection import fewest_models, select, selected_per_method, simplest, tied_with_best
-from mtl.storage import directions_of
-from mtl.tables import best_vs_runner_up, front_table, method_of, methods_table
+from mtl.results import plots
+from mtl.results.reports import delta_m_of, score_cell
+from mtl.results.selection import fewest_models, select, selected_per_method, simplest, tied_with_best
+from mtl.results.tables import best_vs_runner_up, front_table, method_of, methods_table
+from mtl.serve.inference import CheckpointCache
+from mtl.serve.registry import register_best, register_composite, remove_dominated_checkpoints
+from mtl.track import tracking
+from mtl.tune.runs import find_parent, single_task_stats
+from mtl.tune.storage import directions_of
 
 
 def main(args) -> int:

@@ -13,16 +13,16 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from mtl import tracking
-from mtl.captions import caption, task_lines, truth_caption
-from mtl.checkpoints import model_from_checkpoint
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
-from mtl.inference import image_outputs
-from mtl.plots import gallery
-from mtl.registry import load_best
-from mtl.runs import find_parent
-from mtl.studies import load_study
+from mtl.results.captions import caption, task_lines, truth_caption
+from mtl.results.plots import gallery
+from mtl.serve.inference import image_outputs
+from mtl.serve.registry import load_best
+from mtl.track import tracking
+from mtl.train.checkpoints import model_from_checkpoint
+from mtl.tune.runs import find_parent
+from mtl.tune.studies import load_study
 
 
 def run_models(models: dict, paths: list[Path]) -> list[dict[str, torch.Tensor]]:

@@ -7,18 +7,18 @@ import math
 import time
 from pathlib import Path
 
-from mtl import tracking
 from mtl.bootstrap import split_intervals
-from mtl.checkpoints import load_checkpoint, model_from_checkpoint
-from mtl.config import TrainConfig
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
-from mtl.metrics import constant_score
-from mtl.training import check_config, fit
+from mtl.model.metrics import constant_score
+from mtl.track import tracking
+from mtl.train.checkpoints import load_checkpoint, model_from_checkpoint
+from mtl.train.config import TrainConfig
+from mtl.train.loop import check_config, fit
 
 
 def baselines(manifest) -> dict[str, float]:
-    """Val score of the best constant predictor per task (see mtl.metrics.best_constant)."""
+    """Val score of the best constant predictor per task (see mtl.model.metrics.best_constant)."""
     va, vam = manifest.targets("val")
     return {t.name: constant_score(t, va[t.name], vam[t.name]) for t in manifest.tasks}
 

@@ -1,10 +1,10 @@
 """`python -m mtl tune <study>` (`make tune STUDY=...`): run or resume a tracked multi-objective Optuna study.
 
-A study is `experiments/<study>.py` (mtl/studies.py): MANIFEST, OBJECTIVES (tasks whose primary val
+A study is `experiments/<study>.py` (mtl/tune/studies.py): MANIFEST, OBJECTIVES (tasks whose primary val
 metrics are the objectives), BASE, TRIALS, EPOCHS and `search_space(trial, base)`, or CONFIGS for fixed
 rounds. This command checks the study before any training, creates the stores, the parent run, the
-PRETRAIN stage and single-task baselines (mtl/runs.py), runs the trials in WORKERS processes
-(mtl/search.py) and prints every trial's per-task val score with its interval.
+PRETRAIN stage and single-task baselines (mtl/tune/runs.py), runs the trials in WORKERS processes
+(mtl/tune/objective.py) and prints every trial's per-task val score with its interval.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from mtl import tracking
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
-from mtl.front import best_per_task
-from mtl.inference import CheckpointCache
-from mtl.runs import ensure_pretrain, ensure_single_task, parent_run
-from mtl.search import Launch, worker
-from mtl.selection import select, tied_with_best
-from mtl.storage import default_storage, fail_stale_trials, open_study, pending_entries
-from mtl.studies import check_search_space, load_study
+from mtl.results.selection import select, tied_with_best
+from mtl.serve.inference import CheckpointCache
+from mtl.track import tracking
+from mtl.tune.front import best_per_task
+from mtl.tune.objective import Launch, worker
+from mtl.tune.runs import ensure_pretrain, ensure_single_task, parent_run
+from mtl.tune.storage import default_storage, fail_stale_trials, open_study, pending_entries
+from mtl.tune.studies import check_search_space, load_study
 
 
 def _parse_knobs(args) -> None:

@@ -10,7 +10,7 @@ from torch import nn
 
 from mtl import kinds
 from mtl.errors import UserError
-from mtl.losses import task_losses
+from mtl.model.losses import task_losses
 from mtl.params import Param, resolve
 
 _REGISTRY: dict[str, type[Criterion]] = {}

@@ -16,12 +16,12 @@ from pathlib import Path
 import mlflow
 import torch
 
-from mtl import tracking
 from mtl.bootstrap import sample_stats, split_intervals
 from mtl.data.manifest import load_manifest
 from mtl.data.pretext import rotation_manifest
-from mtl.studies import PARENT_TAG, ROLE_TAG, STUDY_TAG, Study
-from mtl.training import fit
+from mtl.track import tracking
+from mtl.train.loop import fit
+from mtl.tune.studies import PARENT_TAG, ROLE_TAG, STUDY_TAG, Study
 
 KEY_TAG = "mtl.run_key"
 

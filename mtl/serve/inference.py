@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from mtl.checkpoints import VAL_OUTPUTS, load_checkpoint, model_from_checkpoint
 from mtl.data.batches import normalize
 from mtl.data.dataset import cached_images, decode
 from mtl.tasks import Task
+from mtl.train.checkpoints import VAL_OUTPUTS, load_checkpoint, model_from_checkpoint
 
 BATCH = 64  # images per forward pass: a large request never stacks every image at once
 

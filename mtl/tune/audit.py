@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from mtl.early_stop import CURVE_ATTR, epoch_budget
-from mtl.front import dominates, hypervolume
-from mtl.metrics import constant_score
-from mtl.search import STOPPED_AT_ATTR, trial_run_config
-from mtl.training import fit
+from mtl.model.metrics import constant_score
+from mtl.train.loop import fit
+from mtl.tune.early_stop import CURVE_ATTR, epoch_budget
+from mtl.tune.front import dominates, hypervolume
+from mtl.tune.objective import STOPPED_AT_ATTR, trial_run_config
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Audit:
     replays: list[Replay]
     hv_front: float
     hv_with_replays: float
-    budget: dict = field(default_factory=dict)  # mtl.early_stop.epoch_budget of the study
+    budget: dict = field(default_factory=dict)  # mtl.tune.early_stop.epoch_budget of the study
 
     @property
     def joined(self) -> int:

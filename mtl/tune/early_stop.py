@@ -12,7 +12,7 @@ Each trial's curve is its per-epoch val vector, kept as the trial's user attribu
 intervals are `ci.<task>`. Curves are compared as the objective is computed: with `best_epoch="per_task"`
 each task's best score so far, with `best_epoch="mean"` the whole vector of the epoch with the best mean
 score so far (the one network the trial would serve).
-`make audit-pruning` (mtl/audit.py) measures what the rule costs: it re-runs pruned trials to the end.
+`make audit-pruning` (mtl/tune/audit.py) measures what the rule costs: it re-runs pruned trials to the end.
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from mtl import optuna_adapter, tracking
 from mtl.errors import UserError
-from mtl.studies import Study, load_study
+from mtl.track import tracking
+from mtl.tune import optuna_adapter
+from mtl.tune.studies import Study, load_study
 
 
 def default_storage(name: str) -> str:

@@ -43,7 +43,7 @@ class TrainConfig:
     epochs: int = 15
     batch_size: int = 32
     augment: bool = True  # batched on the device: flips, resized crops, small rotations, erasing
-    init: str | None = None  # where the backbone starts: a file, checkpoint dir, models:/ or runs:/ URI (mtl/checkpoints.py)
+    init: str | None = None  # where the backbone starts: a file, checkpoint dir, models:/ or runs:/ URI (mtl/train/checkpoints.py)
     freeze: str = "none"  # none | all | a backbone stage (resnet: layer1..layer4): it and all before it frozen
     feature_cache: bool = True  # with freeze and augment=False: compute the frozen prefix once per process
     patience: int = 0  # stop after this many epochs without a better mean per-task val score (0 = off)

@@ -37,10 +37,10 @@ def serving_ratios(study: str, n_images: int = 256, repeats: int = 5) -> dict:
     import mlflow
     import pandas as pd
 
-    from mtl import tracking
     from mtl.data.manifest import load_manifest
-    from mtl.registry import alias_version
-    from mtl.studies import load_study
+    from mtl.serve.registry import alias_version
+    from mtl.track import tracking
+    from mtl.tune.studies import load_study
     empty = {"ensemble_vs_single": None, "composite_vs_single": None}
     try:
         spec = load_study(study)

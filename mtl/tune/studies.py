@@ -10,10 +10,10 @@ from pathlib import Path
 import optuna
 
 from mtl import methods
-from mtl.config import TrainConfig
-from mtl.early_stop import EarlyStop
 from mtl.errors import UserError
-from mtl.training import check_config
+from mtl.train.config import TrainConfig
+from mtl.train.loop import check_config
+from mtl.tune.early_stop import EarlyStop
 
 EXPERIMENTS = Path("experiments")
 STUDY_TAG = "mtl.study"
@@ -77,7 +77,7 @@ def load_study(name: str) -> Study:
         raise UserError(f"{path}: PRETRAIN must be a TrainConfig")
     early_stop = getattr(mod, "EARLY_STOP", None)
     if early_stop is not None and not isinstance(early_stop, EarlyStop):
-        raise UserError(f"{path}: EARLY_STOP must be an mtl.early_stop.EarlyStop")
+        raise UserError(f"{path}: EARLY_STOP must be an mtl.tune.early_stop.EarlyStop")
     enqueue = getattr(mod, "ENQUEUE", ())
     if not isinstance(enqueue, (list, tuple)) or not all(isinstance(e, dict) for e in enqueue):
         raise UserError(f"{path}: ENQUEUE must be a list of parameter dicts")

@@ -3,7 +3,7 @@ the study's progress on its parent run after each trial (`Progress`), and one wo
 
 Every trial is one top-level MLflow run `trial-<n>` (or the round's name) in the study's experiment,
 tagged with the study's parent run. A trial stops early on `patience` (its mean per-task val score has
-not improved for that many epochs) or on EARLY_STOP (mtl/early_stop.py: completed trials dominate it
+not improved for that many epochs) or on EARLY_STOP (mtl/tune/early_stop.py: completed trials dominate it
 at the same epoch); Optuna records an early-stopped trial as PRUNED, its run is FINISHED and tagged.
 """
 
@@ -19,18 +19,19 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from mtl import optuna_adapter, tracking
 from mtl.bootstrap import GroupBootstrap, delta_m, sample_stats, split_intervals
 from mtl.data.manifest import load_manifest
-from mtl.early_stop import CURVE_ATTR, SCHEDULE_ATTR, completed_curves, curve_key, should_stop
-from mtl.front import hypervolume
 from mtl.methods import DivergedError
-from mtl.metrics import constant_score
+from mtl.model.metrics import constant_score
 from mtl.quiet import quiet
-from mtl.runs import single_task_stats, trial_tags
-from mtl.storage import duplicate_of, open_study
-from mtl.studies import Study, load_study, trial_config
-from mtl.training import fit
+from mtl.track import tracking
+from mtl.train.loop import fit
+from mtl.tune import optuna_adapter
+from mtl.tune.early_stop import CURVE_ATTR, SCHEDULE_ATTR, completed_curves, curve_key, should_stop
+from mtl.tune.front import hypervolume
+from mtl.tune.runs import single_task_stats, trial_tags
+from mtl.tune.storage import duplicate_of, open_study
+from mtl.tune.studies import Study, load_study, trial_config
 
 
 class EarlyStopped(Exception):

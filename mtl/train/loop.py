@@ -18,17 +18,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from mtl import methods
-from mtl.checkpoints import VAL_OUTPUTS, canonical, load_backbone, restore, save_checkpoints
-from mtl.config import TrainConfig
 from mtl.data.batches import BatchAugment, TensorBatches
 from mtl.data.dataset import MultiTaskDataset, cached_images
 from mtl.data.manifest import Manifest
 from mtl.errors import UserError
-from mtl.features import prefix_features
-from mtl.losses import task_losses
-from mtl.metrics import TaskMetrics
-from mtl.model import FromPrefix, HydraNet, build_model, freeze_all_but, freeze_backbone
+from mtl.model.hydranet import FromPrefix, HydraNet, build_model, freeze_all_but, freeze_backbone
+from mtl.model.losses import task_losses
+from mtl.model.metrics import TaskMetrics
+from mtl.model.prefix import prefix_features
 from mtl.tasks import Task
+from mtl.train.checkpoints import VAL_OUTPUTS, canonical, load_backbone, restore, save_checkpoints
+from mtl.train.config import TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:

@@ -10,7 +10,7 @@ Warm starts (`TrainConfig.init`) take a local file or directory or an MLflow URI
 - an mtl checkpoint (`epoch-<e>.pt`, or a checkpoint directory with `index.json`: its last epoch):
   its `backbone.*` weights;
 - a folder of an mtl MLflow model (what `models:/` downloads: `artifacts/spec.json`, its members and the
-  backbone base they were stored against, written by mtl/serving.py);
+  backbone base they were stored against, written by mtl/serve/pyfunc.py);
 - a torchvision-compatible state dict (e.g. ImageNet weights copied in by hand): everything but the
   classifier (`fc`, `classifier`, `head(s)`).
 Only the backbone is loaded: trunk and heads start fresh, as in the seeds' fine-tuning of an
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from mtl.config import TrainConfig
 from mtl.errors import UserError
-from mtl.model import HydraNet, build_model
+from mtl.model.hydranet import HydraNet, build_model
 from mtl.tasks import Task
+from mtl.train.config import TrainConfig
 
 CHECKPOINT_KEYS = ("model", "config", "tasks")
 VAL_OUTPUTS = "val_outputs.pt"  # beside the checkpoints: each task's val outputs at its best epoch

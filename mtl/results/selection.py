@@ -8,11 +8,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtl import tracking
 from mtl.bootstrap import GroupBootstrap, sample_stats
 from mtl.errors import UserError
-from mtl.front import best_per_task, pareto_front
-from mtl.storage import directions_of, open_existing
+from mtl.track import tracking
+from mtl.tune.front import best_per_task, pareto_front
+from mtl.tune.storage import directions_of, open_existing
 
 
 @dataclass
@@ -71,7 +71,7 @@ def val_rank_key(values: list[float], dirs: list[str]) -> float:
 def selected_per_method(study, s, members: list[Member]) -> dict[str, Member]:
     """For a study that searches `method`: each method's val-selected trial, the one with the best mean val
     objective among its trials (its repeats: the method's whole budget), earliest on ties."""
-    from mtl.tables import method_of
+    from mtl.results.tables import method_of
     dirs = directions_of(s)
     params = {t.number: t.params for t in s.trials}
     out: dict[str, Member] = {}

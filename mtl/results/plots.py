@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from mtl.data.images import to_rgb
-from mtl.selection import Member
+from mtl.results.selection import Member
 
 
 def _pyplot():

@@ -28,8 +28,9 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_SOURCE_NAME,
 )
 
-from mtl import kinds, methods, mlflow_adapter
+from mtl import kinds, methods
 from mtl.errors import UserError
+from mtl.track import mlflow_adapter
 
 # the UI opens an experiment of this kind on its runs ("Model training"), not on the GenAI views
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"

@@ -11,7 +11,7 @@ from collections import OrderedDict
 import torch
 
 from mtl.data.batches import normalize
-from mtl.model import HydraNet
+from mtl.model.hydranet import HydraNet
 
 CACHE_SIZE = 8  # (prefix, split) entries kept per process: a study uses 2 (train, val) per warm start
 _FEATURES: OrderedDict[tuple, torch.Tensor] = OrderedDict()

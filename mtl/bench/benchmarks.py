@@ -20,20 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from mtl import tracking
-from mtl.bench_serving import serving_ratios
-from mtl.config import TrainConfig
+from mtl.bench.serving import serving_ratios
 from mtl.data.batches import BatchAugment, TensorBatches
 from mtl.data.dataset import MultiTaskDataset, cached_images
 from mtl.data.manifest import load_manifest
 from mtl.data.render import FGO_TASKS
-from mtl.early_stop import epoch_budget
-from mtl.losses import task_losses
 from mtl.methods import make_criterion
-from mtl.model import HydraNet, make_backbone
-from mtl.storage import default_storage, make_storage
+from mtl.model.hydranet import HydraNet, make_backbone
+from mtl.model.losses import task_losses
 from mtl.tasks import Task
-from mtl.training import fit, shared_params, to_device
+from mtl.track import tracking
+from mtl.train.config import TrainConfig
+from mtl.train.loop import fit, shared_params, to_device
+from mtl.tune.early_stop import epoch_budget
+from mtl.tune.storage import default_storage, make_storage
 
 TARGETS = {"step_vs_bare": ">= 0.90", "shared_vs_per_head_backbone": ">= 2.8", "epoch_vs_step": ">= 0.95",
            "frozen_prefix_vs_full": ">= 5", "early_stopped_epoch_fraction": "report (default study)",

@@ -1,7 +1,7 @@
 """The test-split report a researcher reads: every model's test scores with their paired comparisons,
 judged as one Holm family (`final_scores`, the one place test labels are read), `ensemble_test.md`
 and `reports/<study>/report.md` with the winner's curse of selection on val. Every score carries its
-95 % group-bootstrap interval. (The val-side tables of `make pareto` are in mtl/tables.py.)"""
+95 % group-bootstrap interval. (The val-side tables of `make pareto` are in mtl/results/tables.py.)"""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from mtl.bootstrap import Family, GroupBootstrap, Judged, Score, delta_m, point, resamples_for, sample_stats
-from mtl.losses import per_sample_loss
-from mtl.metrics import best_constant
+from mtl.model.losses import per_sample_loss
+from mtl.model.metrics import best_constant
 from mtl.tasks import Task
 
 SERVED = "served ensemble"  # the row of @ensemble when a serving budget made it differ from the chosen ensemble

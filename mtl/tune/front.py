@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtl import optuna_adapter
+from mtl.tune import optuna_adapter
 
 
 def dominates(a, b, directions) -> bool:

@@ -5,7 +5,7 @@ column (image paths, or images inline as `data:image/png;base64,...` URIs, as in
 example, which names no file of the machine that logged it) and returns one row per image: each task's prediction (`<task>`: a class, the labels
 of a multilabel task over its threshold joined by `|` as in the manifests, or a number) and its probabilities
 (`<task>.<class>`). `mlflow models serve -m models:/<study>@best-<task> --env-manager local` answers the
-same over REST. Images go through mtl/inference.py, so labels equal `make predict`'s.
+same over REST. Images go through mtl/serve/inference.py, so labels equal `make predict`'s.
 
 A model holds its members' checkpoints and, once, the warm-start backbone they were stored against
 (checkpoints of a frozen pretrained backbone keep only what differs from it), so it loads with no
@@ -30,14 +30,14 @@ from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from PIL import Image
 
-from mtl.checkpoints import MODEL_SPEC, backbone_state, load_checkpoint, model_from_checkpoint
-from mtl.combine import average
 from mtl.data.batches import normalize
 from mtl.data.dataset import decode
 from mtl.errors import UserError
-from mtl.inference import BATCH
-from mtl.model import run_stages
+from mtl.model.hydranet import run_stages
+from mtl.results.combine import average
+from mtl.serve.inference import BATCH
 from mtl.tasks import Task
+from mtl.train.checkpoints import MODEL_SPEC, backbone_state, load_checkpoint, model_from_checkpoint
 
 SPEC = "spec"  # the pyfunc artifact holding MODEL_SPEC
 
@@ -228,7 +228,7 @@ def log_model(run_id: str, name: str, members: dict[str, dict], tasks, combine: 
                 warnings.simplefilter("ignore")  # MLflow's advice on pip inference and type hints
                 info = mlflow.pyfunc.log_model(
                     name=name, python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts=artifacts,
-                    code_paths=[str(Path(__file__).parent)],  # the mtl package: loads where mtl is not installed
+                    code_paths=[str(Path(__file__).parents[1])],  # the mtl package: loads where mtl is not installed
                     signature=signature, input_example=example_df, pip_requirements=requirements(), params=params,
                     model_type="hydranet")
                 for key, (value, step) in (metrics or {}).items():

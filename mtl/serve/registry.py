@@ -13,11 +13,12 @@ from pathlib import Path
 
 import mlflow
 
-from mtl import mlflow_adapter, serving, tracking
-from mtl.checkpoints import MODEL_SPEC, checkpoint_from_model, load_checkpoint
 from mtl.errors import UserError
-from mtl.selection import Member
+from mtl.results.selection import Member
+from mtl.serve import pyfunc
 from mtl.tasks import Task
+from mtl.track import mlflow_adapter, tracking
+from mtl.train.checkpoints import MODEL_SPEC, checkpoint_from_model, load_checkpoint
 
 
 def ensure_registered_model(client, study_name: str) -> None:
@@ -28,11 +29,11 @@ def ensure_registered_model(client, study_name: str) -> None:
         pass
 
 
-MODEL_FORMAT = "pyfunc-2"  # registry versions of an older model format are replaced (2: mtl.serving)
+MODEL_FORMAT = "pyfunc-2"  # registry versions of an older model format are replaced (2: mtl.serve.pyfunc)
 
 
 def register_best(client, study_name: str, best: dict[str, Member], manifest) -> dict[str, str]:
-    """Each task's best checkpoint as an MLflow logged model (pyfunc, mtl/serving.py) on its trial run,
+    """Each task's best checkpoint as an MLflow logged model (pyfunc, mtl/serve/pyfunc.py) on its trial run,
     registered as `<study>` with alias `best-<task>`. Tasks whose best is the same checkpoint share one
     model and version; re-running on an unchanged study keeps the versions it already made, and versions
     no alias names any more are deleted with their files."""
@@ -59,7 +60,7 @@ def register_best(client, study_name: str, best: dict[str, Member], manifest) ->
         model_tasks = [Task.from_dict(t) for t in ckpt["tasks"]]
         info = index[run_id]["best"]
         trial = next(m.number for t, m in best.items() if m.run_id == run_id)
-        logged = serving.log_model(
+        logged = pyfunc.log_model(
             run_id, "best-" + "-".join(tasks), {"m0": ckpt}, model_tasks, {t.name: {"m0": 1.0} for t in model_tasks},
             example, metrics={f"val/{manifest.task(t).metric_key}": (info[t]["score"], info[t]["epoch"]) for t in tasks},
             dataset=dataset,
@@ -79,7 +80,7 @@ def register_best(client, study_name: str, best: dict[str, Member], manifest) ->
 def register_composite(client, study_name: str, run_id: str, best: dict[str, Member], manifest) -> str:
     """One model for every task's best (alias `best`), logged on `run_id` (the study's parent run): its
     members are the per-task best checkpoints, each task answered by its own; members that hold the same
-    backbone weights share that forward (mtl/serving.py), so it serves near one model's cost when the
+    backbone weights share that forward (mtl/serve/pyfunc.py), so it serves near one model's cost when the
     backbone is shared. Unchanged bests keep their version."""
     members, combine, files = {}, {}, {}
     for task, m in best.items():
@@ -98,7 +99,7 @@ def register_composite(client, study_name: str, run_id: str, best: dict[str, Mem
                  for (r, f), name in members.items()}
     tasks = [manifest.task(t) for t in best]
     example = manifest.root / manifest.rows("val")["image"].iloc[0]
-    logged = serving.log_model(run_id, "best", ckpts, tasks, combine, example,
+    logged = pyfunc.log_model(run_id, "best", ckpts, tasks, combine, example,
                                params={"study": study_name, **{f"best.{t}": f for t, f in files.items()}})
     ensure_registered_model(client, study_name)
     mv = client.create_model_version(study_name, logged.model_uri, run_id=run_id, model_id=logged.model_id, tags={
@@ -126,7 +127,7 @@ def register_ensemble(client, study_name: str, run_id: str, tasks, choices, fron
     example = manifest.root / manifest.rows("val")["image"].iloc[0]
     val = {f"val/{t.metric_key}": (choices[t.name]["chosen"].val, 0) for t in tasks}
     dataset = mlflow.data.from_pandas(manifest.table, source=str(manifest.path), name=manifest.name)
-    logged = serving.log_model(run_id, "ensemble", ckpts, tasks, combine, example, metrics=val, dataset=dataset,
+    logged = pyfunc.log_model(run_id, "ensemble", ckpts, tasks, combine, example, metrics=val, dataset=dataset,
                                params={"study": study_name, **{f"chosen.{t.name}": choices[t.name]["chosen"].describe()
                                                                for t in tasks}})
     ensure_registered_model(client, study_name)

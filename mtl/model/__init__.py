@@ -1,0 +1,1 @@
+"""The network: HydraNet, backbones, the frozen prefix, per-task losses and metrics."""

@@ -1,0 +1,1 @@
+"""A finished study's results: front, selection, ensembles, statistics tables, reports, plots."""

@@ -1,0 +1,1 @@
+"""Served models: inference, MLflow pyfunc models, the registry."""

@@ -1,0 +1,1 @@
+"""MLflow: runs, params, metrics, artifacts, and the adapter for its private calls."""

@@ -1,0 +1,1 @@
+"""Optuna studies: study files, storage, the trial objective, early stopping, audits."""
