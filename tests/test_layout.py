@@ -183,3 +183,19 @@ def test_the_readme_file_tree_lists_every_module():
     actual |= {f"{p.name}/" for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith("__")}
     assert actual - listed == set(), "README file tree misses these"
     assert listed - actual == set(), "README names modules that are gone"
+
+
+# the one score rule (mtl/score.py) and the modules that combine tasks' scores through it
+SCORE_RULE = {"normalised", "mean_score", "task_mean_score", "val_rank_key", "best_mean"}
+SCORE_USERS = ("mtl.train.loop", "mtl.tune.early_stop", "mtl.commands.ensemble", "mtl.results.selection")
+
+
+def defined_functions(path: Path) -> set[str]:
+    return {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
+
+
+def test_the_score_rule_has_one_home():
+    second = {m: sorted(defined_functions(p) & SCORE_RULE) for m, p in modules().items() if m != "mtl.score"}
+    assert {m: f for m, f in second.items() if f} == {}
+    g = graph()
+    assert [m for m in SCORE_USERS if "mtl.score" not in g[m]] == []

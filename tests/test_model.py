@@ -194,7 +194,7 @@ def test_best_epoch_mean_keeps_one_model_for_every_task(fgo_small, tmp_path):
     index names one file for all tasks (one network to serve) and its val outputs come from that epoch."""
     import json
 
-    from mtl.train.loop import mean_score
+    from mtl.score import task_mean_score as mean_score
     m = load_manifest(fgo_small)
     cfg = TrainConfig(image_size=32, epochs=3, batch_size=16, head_dims=[16], best_epoch="mean")
     r = fit(cfg, m, tmp_path / "a")

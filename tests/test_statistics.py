@@ -274,3 +274,11 @@ def test_tied_with_best_and_prefer_simplest_on_a_constructed_case():
     assert simplest(tied["a"], trainable, members).number == 1  # fewest parameters, earliest of 1 and 3
     assert simplest(tied["a"], trainable, [members[0], members[3]]).number == 3  # only front members qualify
     assert simplest(tied["a"], {}, members).number == 0  # unknown sizes: the nominal order
+
+
+def test_the_score_rule_normalises_direction_and_scale_and_leaves_nan_out():
+    from mtl.score import mean_score
+    nan = float("nan")
+    assert mean_score([0.8, 4.0], ["maximize", "minimize"], [1.0, 10.0]) == pytest.approx((0.8 - 0.4) / 2)
+    assert mean_score([0.8, nan], ["maximize", "maximize"]) == 0.8  # a task without a score is left out
+    assert math.isnan(mean_score([nan, nan], ["maximize", "minimize"]))

@@ -39,6 +39,7 @@ from mtl.results.selection import (
     tuned_fixed_member,
 )
 from mtl.results.tables import method_of
+from mtl.score import mean_score
 from mtl.serve.inference import CheckpointCache
 from mtl.serve.registry import register_ensemble
 from mtl.track import tracking
@@ -73,7 +74,7 @@ MAX_POOLS = 2000  # sets of k front trials the served ensemble's search tries on
 def served_within(tasks, manifest, cache, front, dirs, k, values_of, top_k):
     """The served ensemble under a budget of k trials, chosen on val: every k-set of front trials gets its own
     routing / averaging / greedy selection (mtl.results.combine.select_on_val), and the set whose choices have the best
-    mean val score over the tasks (lower-is-better scores as -score/scale, as patience counts them) wins; ties
+    mean val score over the tasks (mtl.score's rule, as each trial's best epoch is picked) wins; ties
     go to the set selection.network_pool's rank rule picks, then to the earliest trials. With more than
     MAX_POOLS sets, the rank rule alone picks the set. Returns (pool, its choices, sets tried or 0)."""
     import itertools
@@ -91,9 +92,9 @@ def served_within(tasks, manifest, cache, front, dirs, k, values_of, top_k):
     best_key, best = None, None
     for pool in itertools.combinations(sorted(front, key=lambda m: m.number), k):
         chosen = choices_of(list(pool))
-        vals = [chosen[t.name]["chosen"].val * (1 if t.direction == "maximize" else -1 / t.score_scale) for t in tasks]
-        vals = [v for v in vals if not math.isnan(v)]  # a task with no labelled val sample: left out, as patience does
-        score = sum(vals) / len(vals) if vals else -math.inf
+        score = mean_score([chosen[t.name]["chosen"].val for t in tasks], [t.direction for t in tasks],
+                           [t.score_scale for t in tasks])
+        score = -math.inf if math.isnan(score) else score  # no task with a labelled val sample: never the pick
         key = (score, tuple(m.number for m in pool) in ranked)
         if best_key is None or key > best_key:
             best_key, best = key, (list(pool), chosen)

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtl.bootstrap import GroupBootstrap, sample_stats
+from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
+from mtl.score import mean_score
 from mtl.track import tracking
 from mtl.tune.front import best_per_task, pareto_front
 from mtl.tune.storage import directions_of, open_existing
@@ -62,22 +64,23 @@ def compared_members(study, storage: str | None = None) -> list[tuple[str, str]]
     return [(str(t.params.get("round", f"trial-{t.number}")), t.user_attrs["mlflow_run_id"]) for t in done]
 
 
-def val_rank_key(values: list[float], dirs: list[str]) -> float:
-    """A trial's mean val objective, each objective signed so that larger is better (for picking one trial
-    among a method's repeats; equal-scale objectives such as the accuracies of a benchmark's tasks)."""
-    return sum(v if d == "maximize" else -v for v, d in zip(values, dirs)) / len(values)
+def objective_scales(study) -> list[float]:
+    """Each objective's unit (`Task.score_scale`), from the study's manifest (its task spec; no image read)."""
+    manifest = load_manifest(study.manifest, check_images=False)
+    return [manifest.task(o).score_scale for o in study.objectives]
 
 
 def selected_per_method(study, s, members: list[Member]) -> dict[str, Member]:
     """For a study that searches `method`: each method's val-selected trial, the one with the best mean val
     objective among its trials (its repeats: the method's whole budget), earliest on ties."""
     from mtl.results.tables import method_of
-    dirs = directions_of(s)
+    dirs, scales = directions_of(s), objective_scales(study)
     params = {t.number: t.params for t in s.trials}
     out: dict[str, Member] = {}
     for m in members:
         method = method_of(params.get(m.number, {}))
-        if method is not None and (method not in out or val_rank_key(m.values, dirs) > val_rank_key(out[method].values, dirs)):
+        if method is not None and (method not in out or mean_score(m.values, dirs, scales)
+                                   > mean_score(out[method].values, dirs, scales)):
             out[method] = m
     return out
 
@@ -95,8 +98,8 @@ def tuned_fixed_member(study, storage: str | None = None) -> tuple[Member, int] 
         return None
     if not done:
         return None
-    dirs = directions_of(s)
-    pick = max(done, key=lambda t: (val_rank_key(list(t.values), dirs), -t.number))
+    dirs, scales = directions_of(s), objective_scales(base)
+    pick = max(done, key=lambda t: (mean_score(list(t.values), dirs, scales), -t.number))
     return Member(pick.number, pick.user_attrs["mlflow_run_id"], list(pick.values)), len(done)
 
 

@@ -26,6 +26,7 @@ from mtl.model.hydranet import FromPrefix, HydraNet, build_model, freeze_all_but
 from mtl.model.losses import task_losses
 from mtl.model.metrics import TaskMetrics
 from mtl.model.prefix import prefix_features
+from mtl.score import task_mean_score
 from mtl.tasks import Task
 from mtl.train.checkpoints import VAL_OUTPUTS, canonical, load_backbone, restore, save_checkpoints
 from mtl.train.config import TrainConfig
@@ -139,16 +140,6 @@ def evaluate(net, loader, device, tasks: list[Task], cfg: TrainConfig, keep: dic
     out = metrics.compute()
     out.update({f"{k}/loss": v for k, v in meter.means().items()})
     return out
-
-
-def mean_score(tasks: list[Task], metrics: dict[str, float]) -> float:
-    """One higher-is-better number for patience: mean of primary scores, lower-is-better ones as -score/unit."""
-    vals = []
-    for t in tasks:
-        v = metrics.get(t.metric_key, math.nan)
-        vals.append(-v / t.score_scale if t.direction == "minimize" else v)
-    vals = [v for v in vals if not math.isnan(v)]
-    return sum(vals) / len(vals) if vals else math.nan
 
 
 def make_loaders(cfg: TrainConfig, manifest: Manifest, model: HydraNet, device: torch.device):
@@ -290,7 +281,7 @@ class BestStates:
         """Record an epoch (`state()` copies the model's state, called only if some task improved); with
         `per_task=False` (best_epoch="mean") every task takes the epoch with the best mean score, so a run
         keeps one model. True when patience has run out."""
-        ms = mean_score(self.tasks, val)
+        ms = task_mean_score(self.tasks, val)
         improved_mean = ms > self.best_mean or (not self.best and not self.per_task)
         for t in self.tasks:
             score = val.get(t.metric_key, math.nan)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mtl.score import mean_score
+
 CURVE_ATTR = "val_curve"
 SCHEDULE_ATTR = "schedule"
 
@@ -83,13 +85,11 @@ def best_so_far(curve: list[list[float]], directions: list[str]) -> list[list[fl
 
 def best_mean_so_far(curve: list[list[float]], directions: list[str],
                      scales: list[float] | None = None) -> list[list[float]]:
-    """Per epoch, the val vector of the epoch with the best mean score so far (training.mean_score's rule:
-    lower-is-better scores count as -score/scale, NaN left out, the earliest epoch wins ties)."""
-    scales = scales or [1.0] * len(directions)
+    """Per epoch, the val vector of the epoch with the best mean score so far (mtl.score's rule, as each run
+    picks its best epoch: lower-is-better scores count as -score/scale, NaN left out; the earliest epoch wins ties)."""
     out, best, best_mean = [], None, -math.inf
     for row in curve:
-        vals = [-v / s if d == "minimize" else v for v, d, s in zip(row, directions, scales) if not math.isnan(v)]
-        m = sum(vals) / len(vals) if vals else math.nan
+        m = mean_score(row, directions, scales)
         if best is None or m > best_mean:  # the first epoch stands until one has a (finite) better mean
             best = row
         if m > best_mean:  # a NaN mean never becomes the mark to beat (BestStates keeps -inf there too)
