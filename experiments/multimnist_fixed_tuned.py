@@ -1,5 +1,5 @@
 """The equal-budget reference of multimnist_methods: the plain weighted sum (`fixed`) with its two loss
-weights tuned by TPE, given as many trainings as each method gets there (its REPEATS). The first trial
+weights tuned by TPE, given as many trainings as each method gets there (its _REPEATS). The first trial
 is the plain sum (weights 1, 1); the others are drawn from log-uniform [0.03, 3] per task. Same
 network, data, epochs and optimiser as multimnist_methods (its BASE, imported).
 
@@ -18,8 +18,8 @@ MANIFEST = _methods.manifest
 OBJECTIVES = _methods.objectives
 BASE = _methods.base
 EPOCHS = _methods.epochs
-REPEATS = 3
-TRIALS = REPEATS  # the budget of one method in multimnist_methods
+_REPEATS = 3
+TRIALS = _REPEATS  # the budget of one method in multimnist_methods
 ENQUEUE = [{f"loss_weight.{t}": 1.0 for t in OBJECTIVES}]
 
 

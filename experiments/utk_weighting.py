@@ -14,16 +14,16 @@ from mtl.train.config import TrainConfig
 
 MANIFEST = "data_manifests/utk_synth.csv"
 OBJECTIVES = ["age", "gender", "race"]
-METHODS = ["fixed", "uncertainty", "dwa", "upgrad", "mgda", "pcgrad", "cagrad", "imtl_g", "aligned_mtl"]
-TRIALS = len(METHODS)
+_METHODS = ["fixed", "uncertainty", "dwa", "upgrad", "mgda", "pcgrad", "cagrad", "imtl_g", "aligned_mtl"]
+TRIALS = len(_METHODS)
 EPOCHS = 8
 SINGLE_TASK_BASELINES = True
-ENQUEUE = [{"method": m} for m in METHODS]
+ENQUEUE = [{"method": m} for m in _METHODS]
 BASE = TrainConfig(backbone="resnet18", image_size=48, batch_size=32, head_dims=[128], patience=4)
 
 
 def search_space(trial, base: TrainConfig) -> TrainConfig:
-    method = trial.suggest_categorical("method", METHODS)
+    method = trial.suggest_categorical("method", _METHODS)
     loss = trial.suggest_categorical("regression.loss", ["l1", "smooth_l1"])
     cfg = base.replace(kind_options={"regression": {"loss": loss}})
     return cfg.replace(**methods.suggest(trial, method, OBJECTIVES))

@@ -59,7 +59,12 @@ def _add_train(sub) -> None:
                         "method_args.c=0.4 kind_options.regression.loss=mse")
     t.add_argument("--finetune", metavar="TASK", help="train only this head; backbone, trunk, other heads frozen")
     t.add_argument("--from", dest="resume_from", metavar="CKPT",
-                   help="checkpoint file or directory whose whole model (and method state) training continues from")
+                   help="resume: a checkpoint directory (or its last epoch) of an interrupted or finished `train`; its "
+                        "model, method state, optimizer, schedule, epoch and RNG states are restored and training "
+                        "continues to --epochs (default: its config's)")
+    t.add_argument("--init", dest="init_from", metavar="CKPT",
+                   help="warm start: a new run (epoch 1, fresh optimizer) from a checkpoint's whole model and method "
+                        "state (any mtl checkpoint, a study trial's included); --finetune needs it")
     t.add_argument("--out", default="checkpoints", help="where checkpoints are written (default checkpoints/)")
     t.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     t.set_defaults(func="mtl.commands.train:main")

@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from mtl.data.manifest import load_manifest
 from mtl.data.render import make_fgo_manifest, make_utk_manifest, render_manifest, write_manifest
+
+pytest_plugins = ("pytester",)
+
+
+def pytest_configure(config):
+    """The session's temp directory is a private one (TMPDIR, inherited by the servers tests start), so what a
+    command or a test leaves behind is seen, and other processes' files are not."""
+    config._mtl_tmp = Path(tempfile.mkdtemp(prefix="mtl-tests-"))
+    os.environ["TMPDIR"] = str(config._mtl_tmp)
+    tempfile.tempdir = None  # recomputed from TMPDIR on next use
+
+
+def _torch_import_dir(path: Path) -> bool:
+    """`import torchvision` makes torch create an empty `torchinductor_<user>` cache directory; nothing here
+    compiles, so it stays empty. One with anything in it is reported like any other leftover."""
+    return path.name.startswith("torchinductor_") and path.is_dir() and not any(path.iterdir())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests leave the temp directory as they found it: anything left there besides pytest's own `pytest-of-*`
+    (and torch's empty import-time directory) fails the run; the private directory is removed either way."""
+    tmp = getattr(session.config, "_mtl_tmp", None)
+    if tmp is None or not tmp.exists():
+        return
+    left = sorted(e for e in os.listdir(tmp) if not e.startswith("pytest-of-") and not _torch_import_dir(tmp / e))
+    if left:
+        print(f"\ntests left {len(left)} entries in the temp directory: {', '.join(left[:10])}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def make_set(root: Path, kind: str = "fgo", size: int = 32, **kw) -> Path:

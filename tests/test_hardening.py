@@ -20,7 +20,8 @@ from mtl.data.dataset import decode
 from mtl.data.images import BACKGROUND
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
-from mtl.train.checkpoints import load_checkpoint, model_from_checkpoint
+from mtl.train.artifacts import load_checkpoint
+from mtl.train.checkpoints import model_from_checkpoint
 from tests.test_tune import STUDY
 
 
@@ -208,7 +209,7 @@ def bad_checkpoints(tmp: Path, good_dir: Path) -> dict[str, tuple[Path, str]]:
 
 def test_train_from_bad_checkpoints_is_one_line(tmp_path, checkpoint, fgo_small, capsys):
     for name, (path, needle) in bad_checkpoints(tmp_path, checkpoint).items():
-        rc = main(["train", "--manifest", str(fgo_small), "--epochs", "1", "--no-track", "--from", str(path)])
+        rc = main(["train", "--manifest", str(fgo_small), "--epochs", "1", "--no-track", "--init", str(path)])
         err = capsys.readouterr().err
         assert rc == 2 and needle in err and "Traceback" not in err, name
         assert len(err.strip().splitlines()) == 1, name
@@ -258,3 +259,32 @@ def test_help_and_check_do_not_import_torch_or_mlflow(good):
             "print(sorted(m for m in ('torch', 'mlflow', 'optuna') if m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code, str(good)], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == "[]", p.stderr
+
+
+# ---- config and study-file checks: one home each, one line each ------------------------------------
+def test_train_config_validate_holds_every_check():
+    from mtl.train.config import TrainConfig
+    for bad, needle in ((dict(scheduler="step"), "scheduler='step'"), (dict(best_epoch="last"), "best_epoch"),
+                        (dict(jacobian_on="x"), "jacobian_on"), (dict(dropout=1.0), "dropout"),
+                        (dict(bn_momentum=0.0), "bn_momentum"), (dict(epochs=0), "epochs"), (dict(device="tpu"), "device"),
+                        (dict(method="dwa", loss_weights={"gender": 2.0}), "loss_weights are for method=fixed"),
+                        (dict(loss_weights={"gender": -1.0}), "must be >= 0"),
+                        (dict(loss_weights={"nope": 1.0}), "unknown task"), (dict(method="gradnorm"), "gradnorm"),
+                        (dict(kind_options={"regression": {"loss": "cubic"}}), "cubic")):
+        with pytest.raises(UserError, match=needle):
+            TrainConfig(**bad).validate(["gender", "region"])
+    assert TrainConfig().validate(["gender"]) == TrainConfig()
+
+
+def test_a_study_file_typo_is_one_line_naming_the_closest_setting(isolated_stores, fgo_small, capsys):
+    (isolated_stores / "experiments").mkdir()
+    (isolated_stores / "experiments" / "typo.py").write_text(
+        STUDY.format(manifest=fgo_small) + "\nSERVE_MAX_TRIAL = 2\n")
+    rc = main(["tune", "typo", "--trials", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "typo.py: unknown setting SERVE_MAX_TRIAL (did you mean SERVE_MAX_TRIALS?)" in err
+    assert len(err.strip().splitlines()) == 1 and not (isolated_stores / "optuna" / "typo.log").exists()
+    (isolated_stores / "experiments" / "typo.py").write_text(
+        STUDY.format(manifest=fgo_small).replace("def search_space(", "def search_spaces("))
+    assert main(["tune", "typo", "--trials", "1"]) == 2
+    assert "defines search_spaces, not search_space" in capsys.readouterr().err

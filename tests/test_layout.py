@@ -199,3 +199,71 @@ def test_the_score_rule_has_one_home():
     assert {m: f for m, f in second.items() if f} == {}
     g = graph()
     assert [m for m in SCORE_USERS if "mtl.score" not in g[m]] == []
+
+
+# the frozen prefix's one owner (mtl/model/prefix.py): what freeze= means, stages, the in-order check, digests,
+# the cache and the shared forward
+PREFIX_OWNED = {"forward_is_stages", "digests", "stage_digests", "prefix_digest", "run_stages", "shared_forward",
+                "prefix_features", "freeze_backbone", "features_from_prefix"}
+
+
+def compares_freeze_to_a_string(path: Path) -> bool:
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.Compare):
+            sides = [n.left, *n.comparators]
+            if any(isinstance(s, ast.Attribute) and s.attr == "freeze" for s in sides) and \
+                    any(isinstance(s, ast.Constant) and isinstance(s.value, str) for s in sides):
+                return True
+    return False
+
+
+def test_the_frozen_prefix_has_one_owner():
+    elsewhere = {m: sorted(defined_functions(p) & PREFIX_OWNED) for m, p in modules().items() if m != "mtl.model.prefix"}
+    assert {m: f for m, f in elsewhere.items() if f} == {}
+    assert [m for m, p in modules().items() if m != "mtl.model.prefix" and compares_freeze_to_a_string(p)] == []
+
+
+def test_the_freeze_check_finds_a_comparison(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text('def f(cfg):\n    return cfg.freeze != "none"\n')
+    assert compares_freeze_to_a_string(f)
+
+
+# each artifact file has one reader and writer (mtl/train/artifacts.py): no other library module names its file
+ARTIFACT_FILES = ("index.json", "spec.json", "val_outputs.pt")
+
+
+def names_an_artifact_file(path: Path) -> list[str]:
+    """The string constants of `path`'s code (docstrings left out) that name an artifact file."""
+    tree = ast.parse(path.read_text())
+    docs = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return sorted({n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docs
+                   and isinstance(n.value, str) for f in ARTIFACT_FILES if f in n.value})
+
+
+def test_each_artifact_file_has_one_reader():
+    found = {m: names_an_artifact_file(p) for m, p in modules().items() if m != "mtl.train.artifacts"}
+    assert {m: f for m, f in found.items() if f} == {}
+
+
+def test_the_artifact_check_finds_a_second_parser(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text('import json\n\n\ndef f(d):\n    return json.loads((d / "checkpoints/index.json").read_text())\n')
+    assert names_an_artifact_file(f) == ["checkpoints/index.json"]
+
+
+def test_a_test_that_leaves_a_temp_file_fails_the_session(pytester):
+    """The session-level check in conftest.py: a file left in the temp directory turns a green run red."""
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(test_leak="import tempfile, pathlib\n\n"
+                                  "def test_leaks():\n"
+                                  "    pathlib.Path(tempfile.gettempdir(), 'left-behind.pt').write_text('x')\n",
+                        test_clean="import tempfile\n\n"
+                                   "def test_clean(tmp_path):\n"
+                                   "    with tempfile.TemporaryDirectory() as d:\n"
+                                   "        (tmp_path / 'kept-by-pytest').write_text(d)\n")
+    leaked = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_leak.py")
+    assert leaked.ret == 1 and "left 1 entries in the temp directory: left-behind.pt" in leaked.stdout.str()
+    clean = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_clean.py")
+    assert clean.ret == 0

@@ -18,7 +18,7 @@ from mtl.errors import UserError
 from mtl.model.hydranet import HydraNet
 from mtl.results.selection import select, selected_per_method
 from mtl.tasks import Task
-from mtl.train.checkpoints import load_checkpoint
+from mtl.train.artifacts import load_checkpoint
 from mtl.train.config import TrainConfig
 from mtl.train.loop import check_config, fit, shared_params
 from mtl.tune.storage import open_existing
@@ -240,8 +240,8 @@ def test_checkpoints_hold_the_weighting_state_and_from_restores_it(weighting, ke
         assert len(ckpt["criterion"]["_extra_state"]["history"]) == 3
     else:
         assert bool((ckpt["criterion"][key] != 0.0).all())  # learned
-    # --from continues: epoch 1 of the resumed run applies the restored weights, not the initial ones
-    resumed = fit(cfg.replace(epochs=1), m, tmp_path / "b", resume=ckpt)
+    # --init warm-starts the method too: epoch 1 of the new run applies the restored weights, not the initial ones
+    resumed = fit(cfg.replace(epochs=1), m, tmp_path / "b", init=ckpt)
     w_last = res.history[-1]
     if weighting == "dwa":
         h = ckpt["criterion"]["_extra_state"]["history"]
@@ -258,7 +258,7 @@ def test_checkpoints_hold_the_weighting_state_and_from_restores_it(weighting, ke
     ({"method": "dwa", "method_args": {"temperature": 0.0}}, "temperature must be > 0"),
     ({"method": "dwa", "method_args": {"temperature": -1.0}}, "temperature must be > 0"),
     ({"method": "gradnorm"}, "unknown method 'gradnorm'"),
-    ({"scheduler": "step"}, "unknown scheduler 'step'"),
+    ({"scheduler": "step"}, "scheduler='step': expected one of cosine, none"),
     ({"kind_options": {"regression": {"loss": "huber"}}}, "loss='huber': expected one of l1, mse, smooth_l1"),
     ({"method": "cagrad", "method_args": {"alpha": 0.3}}, "has no parameter(s) alpha"),
     ({"method": "upgrad", "jacobian_on": "weights"}, "jacobian_on='weights'"),
@@ -308,16 +308,16 @@ from mtl import methods
 from mtl.train.config import TrainConfig
 MANIFEST = "{manifest}"
 OBJECTIVES = ["gender", "region", "colors"]
-METHODS = ["fixed", "upgrad", "cagrad"]
+_METHODS = ["fixed", "upgrad", "cagrad"]
 TRIALS = 3
 EPOCHS = 1
 SINGLE_TASK_BASELINES = True
-ENQUEUE = [{{"method": m}} for m in METHODS]
+ENQUEUE = [{{"method": m}} for m in _METHODS]
 BASE = TrainConfig(image_size=32, batch_size=16, trunk_dims=[16])
 
 
 def search_space(trial, base):
-    return base.replace(**methods.suggest(trial, trial.suggest_categorical("method", METHODS), OBJECTIVES))
+    return base.replace(**methods.suggest(trial, trial.suggest_categorical("method", _METHODS), OBJECTIVES))
 '''
 
 
@@ -372,7 +372,8 @@ def test_method_study_equal_budget_single_task_baselines_and_delta_m(isolated_st
     assert "Paired difference of the means against `fixed`" in methods_md and "Holm" in methods_md
     assert "(8 paired comparisons)" in methods_md  # upgrad and cagrad x 3 tasks and Δm
 
-    picks = selected_per_method(*select("meth")[:2], select("meth")[4])
+    picked = select("meth")
+    picks = selected_per_method(picked.study, picked.optuna_study, picked.members)
     assert set(picks) == {"fixed", "upgrad", "cagrad"}
     for p in picks.values():  # pareto keeps each method's val-selected training: the equal-budget verdict reads it
         assert not mlflow.get_run(p.run_id).data.tags.get("checkpoints", "").startswith("removed")
@@ -409,7 +410,7 @@ def test_method_study_equal_budget_single_task_baselines_and_delta_m(isolated_st
 def test_a_study_with_a_bad_method_fails_before_any_trial(isolated_stores, fgo_small, capsys):
     exp = isolated_stores / "experiments"
     exp.mkdir()
-    bad = METHOD_STUDY.replace('METHODS = ["fixed", "upgrad", "cagrad"]', 'METHODS = ["fixed", "upgrad", "gradnorm"]')
+    bad = METHOD_STUDY.replace('_METHODS = ["fixed", "upgrad", "cagrad"]', '_METHODS = ["fixed", "upgrad", "gradnorm"]')
     (exp / "meth.py").write_text(bad.format(manifest=fgo_small).replace("ENQUEUE = ", "_Q = "))
     assert main(["tune", "meth"]) == 2
     err = capsys.readouterr().err
@@ -451,7 +452,7 @@ def test_a_bad_enqueue_entry_is_one_line(isolated_stores, fgo_small, capsys):
     for entries, needle in [('[{{"method": "upgrd"}}]', "ENQUEUE entry {'method': 'upgrd'}"),
                             ('[{{"weightng": "upgrad"}}]', "no parameter(s) weightng")]:
         (exp / "meth.py").write_text(METHOD_STUDY.replace(
-            'ENQUEUE = [{{"method": m}} for m in METHODS]', f"ENQUEUE = {entries}").format(manifest=fgo_small))
+            'ENQUEUE = [{{"method": m}} for m in _METHODS]', f"ENQUEUE = {entries}").format(manifest=fgo_small))
         assert main(["tune", "meth"]) == 2
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err, err

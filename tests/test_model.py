@@ -204,7 +204,7 @@ def test_best_epoch_mean_keeps_one_model_for_every_task(fgo_small, tmp_path):
     assert files == {f"epoch-{want['epoch']}.pt"}
     for t in m.tasks:
         assert r.best[t.name] == {"epoch": want["epoch"], "score": want[f"val/{t.metric_key}"]}
-    with pytest.raises(UserError, match="best_epoch='last': expected per_task or mean"):
+    with pytest.raises(UserError, match="best_epoch=.last.: expected one of per_task, mean"):
         fit(cfg.replace(best_epoch="last"), m, None)
 
 
@@ -233,7 +233,8 @@ def test_partial_labels_two_heads(tmp_path):
 
 def test_multi_lenet_is_paretomtls_network_and_says_its_input_size():
     """ParetoMTL's MultiMNIST network: conv 9x9 (10) and 5x5 (20), linear 500 -> 50, linear heads 50 -> 10."""
-    from mtl.model.hydranet import build_model, freeze_backbone
+    from mtl.model.hydranet import build_model
+    from mtl.model.prefix import freeze_backbone
     tasks = [Task("left", "multiclass", tuple("0123456789")), Task("right", "multiclass", tuple("0123456789"))]
     cfg = TrainConfig(backbone="multi_lenet", image_size=36)
     model = build_model(cfg, tasks)
@@ -249,3 +250,39 @@ def test_multi_lenet_is_paretomtls_network_and_says_its_input_size():
         build_model(cfg.replace(image_size=32), tasks)
     with pytest.raises(UserError, match="no pretrained weights"):
         build_model(cfg.replace(weights="DEFAULT"), tasks)
+
+
+def test_resume_continues_as_if_never_stopped(fgo_small, tmp_path):
+    """4 epochs in one go equal 2 epochs, a kill, and `--from` for the rest: weights, method state, history and
+    per-task bests bit for bit on CPU (optimizer, cosine schedule, epoch, RNGs and bests restored)."""
+    from mtl.data.manifest import load_manifest
+    from mtl.errors import UserError
+    from mtl.train.artifacts import load_checkpoint, read_index
+    from mtl.train.config import TrainConfig
+    from mtl.train.loop import fit
+    m = load_manifest(fgo_small)
+    cfg = TrainConfig(image_size=32, epochs=4, batch_size=16, trunk_dims=[16], dropout=0.3, augment=True,
+                      method="dwa", scheduler="cosine", device="cpu", patience=0)
+    whole = fit(cfg, m, tmp_path / "whole", resumable=True)
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, row):
+        if epoch == 2:
+            raise Killed
+    with pytest.raises(Killed):
+        fit(cfg, m, tmp_path / "cut", on_epoch=kill, resumable=True)
+    assert read_index(tmp_path / "cut")["last"]["epoch"] == 2
+    rest = fit(cfg, m, tmp_path / "cut", resume=load_checkpoint(tmp_path / "cut"), resumable=True)
+    assert [h["epoch"] for h in rest.history] == [1, 2, 3, 4]
+    assert rest.history == whole.history and rest.best == whole.best
+    a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "cut")
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["criterion"]["_extra_state"] == b["criterion"]["_extra_state"]  # DWA's loss history
+    assert sorted(p.name for p in (tmp_path / "cut").glob("epoch-*.pt")) == sorted(
+        p.name for p in (tmp_path / "whole").glob("epoch-*.pt"))
+    # a checkpoint without progress (a study trial's) is not resumable: one line
+    plain = fit(cfg.replace(epochs=1), m, tmp_path / "plain")
+    with pytest.raises(UserError, match="not resumable"):
+        fit(cfg, m, tmp_path / "x", resume=load_checkpoint(plain.checkpoint_dir))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -13,7 +14,7 @@ import torch
 
 from mtl.__main__ import main
 from mtl.results.captions import caption
-from mtl.results.combine import average, route
+from mtl.results.combine import average
 from mtl.results.selection import select
 from mtl.serve.registry import load_best
 from mtl.tasks import Task
@@ -72,14 +73,6 @@ def test_averaging_means_probabilities():
     assert torch.allclose(average(r, [torch.tensor([10.0]), torch.tensor([30.0])]), torch.tensor([20.0]))
 
 
-def test_routing_sends_each_task_to_its_member():
-    members = {m: {t.name: torch.full((2,), float(m)) for t in TASKS} for m in (3, 7, 9)}
-    best = {"gender": 7, "region": 3, "colors": 9, "age": 7}
-    out = route(TASKS, members, best)
-    for t in TASKS:
-        assert torch.all(out[t.name] == best[t.name])
-
-
 def test_caption_in_writeup_form():
     out = {"gender": torch.tensor(-2.0), "region": torch.tensor([0.1, 0.2, 3.0]),
            "colors": torch.tensor([-1.0, -3.0, 2.0, 3.0, 1.0]), "age": torch.tensor(34.24)}
@@ -88,8 +81,8 @@ def test_caption_in_writeup_form():
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory, fgo_small):
-    """A real 3-trial, 1-epoch study in its own stores, shared by the command tests below."""
+def tiny_study_pristine(tmp_path_factory, fgo_small):
+    """A real 3-trial, 1-epoch study in its own stores, trained once per module; tests take it through `tiny_study`."""
     root = tmp_path_factory.mktemp("study")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
@@ -98,6 +91,28 @@ def tiny_study(tmp_path_factory, fgo_small):
         (root / "experiments" / "tiny.py").write_text(STUDY.format(manifest=fgo_small))
         assert main(["tune", "tiny", "--trials", "3"]) == 0
         yield root
+
+
+@pytest.fixture
+def tiny_study(tiny_study_pristine):
+    """The tiny study's stores as trained, put back before each test (pareto deletes checkpoints, tests register
+    and re-register models), so no test sees another's changes. Restored at the same path: the MLflow DB's
+    artifact locations stay valid, and so does MLflow's per-run artifact-repository cache."""
+    import sqlite3
+    root = tiny_study_pristine
+    snapshot = root.with_name(root.name + "-snapshot")
+    if not snapshot.exists():
+        shutil.copytree(root, snapshot)
+    for entry in root.iterdir():
+        if entry.name != "mlflow.db":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    for entry in snapshot.iterdir():
+        if entry.name != "mlflow.db":
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, root / entry.name)
+    # the DB is overwritten in place (SQLite's backup API): a connection MLflow keeps open reads the new rows
+    with sqlite3.connect(snapshot / "mlflow.db") as src, sqlite3.connect(root / "mlflow.db") as dst:
+        src.backup(dst)
+    return root
 
 
 def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
@@ -155,7 +170,7 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     assert {"pareto/hypervolume.png", "pareto/importances.png", "pareto/pareto_front.png", "pareto/front.json",
             "pareto/val_curves.png"} <= logged
     import json
-    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "pareto/front.json")).read_text())
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "pareto/front.json", str(tiny_study))).read_text())
     front = pd.DataFrame(table["data"], columns=table["columns"])
     assert {"trial", "gender", "gender_lo", "gender_hi", "best_for"} <= set(front.columns) and len(front) >= 1
 
@@ -233,7 +248,7 @@ def test_best_models_load_and_predict_as_mlflow_pyfunc(tiny_study, monkeypatch):
     # a registered best model is a warm start like a checkpoint
     assert main(["train", "--manifest", str(m.path), "--epochs", "1", "--set", "image_size=32", "--set",
                  "init=models:/tiny@best-gender", "--no-track", "--out", str(tiny_study / "ws")]) == 0
-    from mtl.train.checkpoints import load_checkpoint
+    from mtl.train.artifacts import load_checkpoint
     ws = load_checkpoint(next((tiny_study / "ws").rglob("epoch-1.pt")))
     assert ws["config"]["init"] == f"models:/tiny/{mv.version}"  # the alias pinned to the version it named
     # stored whole: a registry version can be replaced and deleted, so none is a base to leave weights out against
@@ -312,7 +327,7 @@ def test_confirm_logs_seeds_runs_per_config(tiny_study, capsys, monkeypatch):
                               output_format="list")
     configs = {r.data.tags["mtl.confirm_of"] for r in runs}
     assert configs and all(c.startswith("trial-") for c in configs)
-    _, _, _, best, _ = select("tiny")
+    best = select("tiny").best
     keys = {"gender": "gender/acc", "region": "region/acc", "fighting_style": "fighting_style/acc",
             "alignment": "alignment/acc", "colors": "colors/f1"}
     for c in configs:
@@ -530,7 +545,7 @@ def test_shared_backbone_is_computed_once_and_outputs_stay_exact():
     stage. Each stage the first two share runs once; the third shares all stages before layer4. Every
     member's outputs equal its own forward."""
     from mtl.model.hydranet import HydraNet
-    from mtl.serve.pyfunc import shared_forward, stage_digests
+    from mtl.model.prefix import member_digests, shared_forward
     tasks = [Task("g", "binary", ("a", "b")), Task("r", "multiclass", ("x", "y", "z"))]
     torch.manual_seed(0)
     a = HydraNet(tasks, "resnet18", trunk_dims=[8]).eval()
@@ -543,7 +558,7 @@ def test_shared_backbone_is_computed_once_and_outputs_stay_exact():
     class Cfg:
         image_size = 32
     members = {"a": (a, Cfg), "b": (b, Cfg), "c": (c, Cfg)}
-    digests = {n: stage_digests(m) for n, (m, _) in members.items()}
+    digests = {n: member_digests(m) for n, (m, _) in members.items()}
     assert digests["a"] == digests["b"] and digests["a"][:-3] == digests["c"][:-3] and digests["a"][-1] != digests["c"][-1]
     calls = {"conv1": 0, "layer4": 0}
     for m in (a, b, c):
@@ -574,6 +589,7 @@ def test_a_registered_model_is_portable(tiny_study, monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_study / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tiny_study / 'mlflow.db'}")
     monkeypatch.chdir(tiny_study)
+    assert main(["pareto", "tiny"]) == 0
     copy = Path(mlflow.artifacts.download_artifacts("models:/tiny@best-gender", dst_path=str(tmp_path / "elsewhere")))
     example = (copy / "input_example.json").read_text()
     assert "data:image/png;base64," in example and str(tiny_study) not in example and "/tmp" not in example

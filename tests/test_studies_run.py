@@ -64,7 +64,7 @@ def test_the_rounds_fine_tune_the_pretrained_backbone(isolated_stores, fgo_small
     import mlflow
     import torch
 
-    from mtl.train.checkpoints import load_checkpoint
+    from mtl.train.artifacts import load_checkpoint
     exp = isolated_stores / "experiments"
     exp.mkdir()
     text = (EXPERIMENTS / "fgo_rounds.py").read_text().replace("data_manifests/fgo_synth.csv", str(fgo_small))
@@ -75,8 +75,9 @@ def test_the_rounds_fine_tune_the_pretrained_backbone(isolated_stores, fgo_small
     trial = next(r for r in runs if r.data.tags.get("mtl.role") == "trial")
     assert trial.data.params["freeze"] == "none" and trial.data.params["init"].startswith("runs:/")
     client = mlflow.MlflowClient()
-    base = load_checkpoint(client.download_artifacts(pre.info.run_id, f"checkpoints/{pre.data.tags['checkpoint']}"))
-    ck = load_checkpoint(client.download_artifacts(trial.info.run_id, "checkpoints/epoch-1.pt"))
+    base = load_checkpoint(client.download_artifacts(pre.info.run_id, f"checkpoints/{pre.data.tags['checkpoint']}",
+                                                 str(isolated_stores)))
+    ck = load_checkpoint(client.download_artifacts(trial.info.run_id, "checkpoints/epoch-1.pt", str(isolated_stores)))
     moved = [k for k, v in ck["model"].items() if k.startswith("backbone.") and v.is_floating_point()
              and not torch.equal(v, base["model"][k])]
     assert any(k.startswith("backbone.layer1.") for k in moved) and any(k.startswith("backbone.conv1.") for k in moved)

@@ -32,7 +32,7 @@ def test_train_logs_run_and_finetune(fgo_small, isolated_stores, capsys):
     ckpt_dir = next((isolated_stores / "ck").iterdir())
     before = torch.load(next(ckpt_dir.glob("epoch-2.pt")), weights_only=True)["model"]
     rc = main(["train", "--manifest", str(fgo_small), "--epochs", "1", "--finetune", "colors",
-               "--from", str(ckpt_dir), "--out", "ft", "--no-track"])
+               "--init", str(ckpt_dir), "--out", "ft", "--no-track"])
     assert rc == 0
     ft_dir = next((isolated_stores / "ft").iterdir())
     after = torch.load(ft_dir / "epoch-1.pt", weights_only=True)["model"]
@@ -44,7 +44,7 @@ def test_train_logs_run_and_finetune(fgo_small, isolated_stores, capsys):
     (["--set", "nope=1"], "unknown config key 'nope'"),
     (["--set", "epochs=many"], "cannot read 'many'"),
     (["--epochs", "0"], "must be at least 1"),
-    (["--finetune", "colors"], "--finetune needs --from"),
+    (["--finetune", "colors"], "--finetune needs --init"),
 ])
 def test_train_bad_input_is_one_line(fgo_small, isolated_stores, capsys, args, needle):
     rc = main(["train", "--manifest", str(fgo_small), "--no-track", *args])

@@ -24,7 +24,7 @@ from mtl.errors import UserError
 from mtl.results.selection import select
 from mtl.serve.inference import split_outputs
 from mtl.track import tracking
-from mtl.train.checkpoints import load_checkpoint
+from mtl.train.artifacts import load_checkpoint
 from mtl.train.config import TrainConfig
 from mtl.train.loop import fit
 from mtl.tune.runs import ensure_pretrain, find_or_train, find_parent, run_key

@@ -24,7 +24,7 @@ from mtl.results.reports import (
     SERVED,
     SINGLE,
     TUNED,
-    Selection,
+    ValSelection,
     equal_budget,
     final_scores,
     to_markdown,
@@ -132,7 +132,7 @@ def main(args) -> int:
     elif max_trials:
         print(f"serving budget of {max_trials} trials: the front has {len(front)}, so @ensemble is the chosen ensemble")
     tied = tied_with_best(tasks, manifest, all_members, best, val_cache.task_output)  # val: before test is read
-    selection = Selection(len(all_members), {t: len(ms) for t, ms in tied.items()}, values)
+    selection = ValSelection(len(all_members), {t: len(ms) for t, ms in tied.items()}, values)
 
     test = CheckpointCache(client, manifest, "test")
     members = {m.number: test.member(m.run_id, tasks) for m in front}

@@ -42,9 +42,7 @@ def main(args) -> int:
                 print(f"--prefer simplest: {task} -> trial {m.number} ({trainable[m.number]:,} trainable parameters), "
                       f"tied on val with the nominal best, trial {nominal[task].number} ({trainable[nominal[task].number]:,})")
     if getattr(args, "prefer", "best") == "shared":  # fewest distinct networks for the composite `best`
-        epochs = {m.number: {t: int(v) for t in study.objectives
-                             if (v := client.get_run(m.run_id).data.metrics.get(f"best_epoch/{t}")) is not None}
-                  for m in front}
+        epochs = {m.number: cache.artifacts(m.run_id).best_epochs() for m in front}  # the index: one source
         nominal, best = best, fewest_models(tied, best, front, directions_of(s), study.objectives, epochs)
 
         def networks(chosen):

@@ -12,7 +12,8 @@ from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 from mtl.model.metrics import constant_score
 from mtl.track import tracking
-from mtl.train.checkpoints import load_checkpoint, model_from_checkpoint
+from mtl.train.artifacts import load_checkpoint
+from mtl.train.checkpoints import model_from_checkpoint
 from mtl.train.config import TrainConfig
 from mtl.train.loop import check_config, fit
 
@@ -36,45 +37,56 @@ def result_table(manifest, result, base: dict) -> str:
 
 def main(args) -> int:
     manifest = load_manifest(args.manifest, check_images=True)
-    resume = load_checkpoint(args.resume_from) if args.resume_from else None
-    if resume:
-        _, resume_cfg, resume_tasks = model_from_checkpoint(resume)  # a checkpoint that does not fit: one line, now
-    if args.finetune and not resume:
-        raise UserError("--finetune needs --from CKPT (the model whose other heads stay frozen)")
-    cfg = resume_cfg if resume else TrainConfig()
+    if args.resume_from and args.init_from:
+        raise UserError("--from resumes a run, --init starts a new one from a checkpoint's weights: give one of them")
+    if args.resume_from and (args.finetune or args.overrides):
+        raise UserError("--from resumes a run as it was configured: no --set or --finetune (use --init for a new run)")
+    source = args.resume_from or args.init_from
+    start = load_checkpoint(source) if source else None
+    if start:
+        _, start_cfg, start_tasks = model_from_checkpoint(start)  # a checkpoint that does not fit: one line, now
+        if args.resume_from and not start.get("progress"):
+            raise UserError(f"{start['source']}: not resumable (no optimizer, schedule or RNG state: a study trial's, "
+                            f"or written by an older mtl); --init starts a new run from its weights")
+    if args.finetune and not args.init_from:
+        raise UserError("--finetune needs --init CKPT (the model whose other heads stay frozen)")
+    cfg = start_cfg if start else TrainConfig()
     cfg = cfg.with_overrides(args.overrides)
     if args.epochs is not None:
         if args.epochs < 1:
             raise UserError(f"--epochs {args.epochs}: must be at least 1")
         cfg = cfg.replace(epochs=args.epochs)
-    if resume:
-        known = {t.name for t in resume_tasks}
+    if start:
+        known = {t.name for t in start_tasks}
         if known != {t.name for t in manifest.tasks}:
-            raise UserError(f"{args.resume_from}: its tasks {sorted(known)} differ from {manifest.path}'s")
+            raise UserError(f"{source}: its tasks {sorted(known)} differ from {manifest.path}'s")
     check_config(cfg, manifest.tasks)  # backbone, warm start, freeze and method: one line before any run
 
-    out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(start["source"]).parent if args.resume_from else Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
+    starts = {"resume": start if args.resume_from else None, "init": start if args.init_from else None,
+              "finetune": args.finetune, "resumable": True}
 
     def progress(epoch, row):
         scores = "  ".join(f"{t.name} {row.get('val/' + t.metric_key, math.nan):.3f}" for t in manifest.tasks)
         print(f"epoch {epoch}/{cfg.epochs}  {time.perf_counter() - t0:6.1f}s  {scores}", flush=True)
 
     if args.no_track:
-        result = fit(cfg, manifest, out, on_epoch=progress, resume=resume, finetune=args.finetune)
+        result = fit(cfg, manifest, out, on_epoch=progress, **starts)
     else:
         client = tracking.get_client()
         exp = tracking.ensure_experiment(client, "train")
         with tracking.RunLogger(client, exp, f"train-{manifest.name}") as run:
             run.log_params({**tracking.flatten_config(cfg), "manifest": str(manifest.path),
-                            "finetune": args.finetune or "", "from": args.resume_from or ""})
+                            "finetune": args.finetune or "", "from": args.resume_from or "",
+                            "init_from": args.init_from or ""})
             run.log_dataset(manifest)
 
             def on_epoch(epoch, row):
                 run.log_epoch(epoch, row)
                 progress(epoch, row)
 
-            result = fit(cfg, manifest, out, on_epoch=on_epoch, resume=resume, finetune=args.finetune)
+            result = fit(cfg, manifest, out, on_epoch=on_epoch, **starts)
             ci = split_intervals(manifest.tasks, result.val_outputs, manifest, "val")
             run.log_metrics({f"best_val/{manifest.task(k).metric_key}": v["score"] for k, v in result.best.items()}
                             | {f"best_val/{manifest.task(k).metric_key}_{e}": getattr(s, e) for k, s in ci.items()

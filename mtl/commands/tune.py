@@ -126,12 +126,13 @@ def main(args) -> int:
     print(summary_table(s, tasks))
     if any(t.state == TrialState.COMPLETE for t in s.trials):
         try:
-            _, _, _, best, members = select(study.name, storage_url)
+            picked = select(study.name, storage_url)
         except UserError as e:  # e.g. a completed trial without its MLflow run: the table above still stands
             print(f"(no tied counts: {e})")
         else:
-            tied = tied_with_best(tasks, manifest, members, best, CheckpointCache(client, manifest, "val").task_output)
-            print(f"tied with the task's best on val (paired 95 % interval contains 0), of {len(members)} completed: "
+            tied = tied_with_best(tasks, manifest, picked.members, picked.best,
+                                  CheckpointCache(client, manifest, "val").task_output)
+            print(f"tied with the task's best on val (paired 95 % interval contains 0), of {len(picked.members)} completed: "
                   + ", ".join(f"{t} {len(ms)}" for t, ms in tied.items()))
     print(f"\nwall time {wall:.0f}s.  Compare runs: make ui, then open http://127.0.0.1:5000/#/experiments/"
           f"{experiment_id}/runs?workflowType=machine_learning ;  next: make pareto STUDY={study.name}")

@@ -45,7 +45,9 @@ for _name in _FIRST + sorted(m.name for m in pkgutil.iter_modules(__path__) if m
 
 
 def make_criterion(cfg, tasks, shared_params=None) -> Criterion:
-    """The configured method for these tasks; every bad setting is one UserError line."""
+    """The configured method for these tasks; every bad setting is one UserError line (`cfg.validate`, a
+    TrainConfig's checks, first)."""
+    cfg.validate([t.name for t in tasks])
     return get(cfg.method).from_config(cfg, tasks, shared_params)
 
 

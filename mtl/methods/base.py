@@ -8,13 +8,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from mtl import kinds
 from mtl.errors import UserError
 from mtl.model.losses import task_losses
 from mtl.params import Param, resolve
 
 _REGISTRY: dict[str, type[Criterion]] = {}
-SCHEDULERS = ("cosine", "none")
 
 
 def register(cls: type[Criterion]) -> type[Criterion]:
@@ -65,9 +63,6 @@ class Criterion(nn.Module):
     # --- construction from a config ---------------------------------------------------------
     @classmethod
     def from_config(cls, cfg, tasks, shared_params=None) -> Criterion:
-        check_common(cfg, tasks)
-        if cfg.loss_weights:
-            raise UserError(f"loss_weights are for method=fixed; method '{cls.name}' sets its own weights")
         return cls(tasks, cfg, **dict(cfg.method_args))
 
     @classmethod
@@ -150,25 +145,6 @@ class Criterion(nn.Module):
         return out
 
 
-def check_common(cfg, tasks) -> None:
-    """Settings every method shares: one line each, before any training."""
-    for kind, options in (getattr(cfg, "kind_options", None) or {}).items():
-        try:
-            spec = kinds.get(kind)
-        except kinds.LabelError as e:
-            raise UserError(f"kind_options: {e}") from None
-        spec.resolve_options(options)
-    if cfg.scheduler not in SCHEDULERS:
-        raise UserError(f"unknown scheduler '{cfg.scheduler}' (one of {', '.join(SCHEDULERS)})")
-    if getattr(cfg, "best_epoch", "per_task") not in ("per_task", "mean"):
-        raise UserError(f"best_epoch={cfg.best_epoch!r}: expected per_task or mean")
-    if getattr(cfg, "jacobian_on", "features") not in ("features", "params"):
-        raise UserError(f"jacobian_on={cfg.jacobian_on!r}: expected features or params")
-    unknown = set(cfg.loss_weights) - {t.name for t in tasks}
-    if unknown:
-        raise UserError(f"loss weights for unknown task(s): {', '.join(sorted(unknown))}")
-
-
 def _features_for_heads(features: torch.Tensor) -> torch.Tensor:
     """The heads' input: the shared features themselves when they carry a graph, else a leaf that
     does, so task gradients on the features exist even over a frozen, cached backbone."""
@@ -240,9 +216,6 @@ class JacobianMethod(Criterion):
 
     @classmethod
     def from_config(cls, cfg, tasks, shared_params=None):
-        check_common(cfg, tasks)
-        if cfg.loss_weights:
-            raise UserError(f"loss_weights are for method=fixed; method '{cls.name}' sets its own weights")
         crit = cls(tasks, cfg, shared_params, **dict(cfg.method_args))
         crit.aggregator_for(tuple(crit.task_names))  # its optional dependencies, checked now
         return crit

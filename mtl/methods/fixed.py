@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mtl.errors import UserError
-from mtl.methods.base import LossWeighting, check_common, register
+from mtl.methods.base import LossWeighting, register
 
 
 @register
@@ -13,7 +13,7 @@ class Fixed(LossWeighting):
 
     def __init__(self, tasks, options=None, loss_weights: dict | None = None, **args):
         super().__init__(tasks, options, **args)
-        weights = dict(loss_weights or {})  # tasks the model lacks: check_common's one line, before any run
+        weights = dict(loss_weights or {})  # tasks the model lacks: TrainConfig.validate's one line
         bad = {k: v for k, v in weights.items() if not float(v) >= 0}
         if bad:
             raise UserError(f"loss weights must be >= 0: {bad}")
@@ -21,7 +21,6 @@ class Fixed(LossWeighting):
 
     @classmethod
     def from_config(cls, cfg, tasks, shared_params=None):
-        check_common(cfg, tasks)
         return cls(tasks, cfg, dict(cfg.loss_weights), **dict(cfg.method_args))
 
     @classmethod

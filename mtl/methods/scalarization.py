@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mtl.errors import UserError
-from mtl.methods.base import LossWeighting, check_common, register
+from mtl.methods.base import LossWeighting, register
 from mtl.params import Param
 
 
@@ -44,9 +44,6 @@ class ScalarizerMethod(LossWeighting):
 
     @classmethod
     def from_config(cls, cfg, tasks, shared_params=None):
-        check_common(cfg, tasks)
-        if cfg.loss_weights:
-            raise UserError(f"loss_weights are for method=fixed; method '{cls.name}' sets its own weights")
         return cls(tasks, cfg, **dict(cfg.method_args))
 
     def make_scalarizer(self, present: tuple[str, ...]) -> nn.Module:

@@ -156,32 +156,6 @@ class HydraNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.heads_forward(self.features(x))  # features computed once, shared by every head
 
-    # --- a frozen backbone prefix (freeze=<stage>) whose outputs can be computed once and cached ----
-    def stage_names(self) -> list[str]:
-        return [n for n, _ in self.backbone.named_children()]
-
-    def prefix(self, x: torch.Tensor, stage: str) -> torch.Tensor:
-        """The backbone up to and including `stage` ('all': the whole backbone, flattened)."""
-        if stage == "all":
-            return self.backbone(x)
-        for name, child in self.backbone.named_children():
-            x = child(x)
-            if name == stage:
-                return x
-        raise UserError(f"backbone has no stage '{stage}' (stages: {', '.join(self.stage_names())})")
-
-    def features_from_prefix(self, h: torch.Tensor, stage: str) -> torch.Tensor:
-        """What `features` computes after `prefix(x, stage)`: the rest of the backbone, then the trunk."""
-        if stage != "all":
-            rest = list(self.backbone.children())[self.stage_names().index(stage) + 1:]
-            for child in rest:
-                h = child(h)
-            h = torch.flatten(h, 1)
-        return self.trunk(h)
-
-    def forward_from_prefix(self, h: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
-        return self.heads_forward(self.features_from_prefix(h, stage))
-
     def heads_forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}
         for name, head in self.heads.items():
@@ -206,60 +180,6 @@ def freeze(module: nn.Module) -> None:
     for m in module.modules():
         m._mtl_frozen = True
     module.eval()
-
-
-FREEZE_ALL = "all"
-
-
-class FromPrefix(nn.Module):
-    """What follows a cached frozen prefix: takes its outputs, returns the heads' outputs."""
-
-    def __init__(self, model: HydraNet, stage: str):
-        super().__init__()
-        self.model, self.stage = model, stage
-
-    def features(self, h: torch.Tensor) -> torch.Tensor:
-        return self.model.features_from_prefix(h, self.stage)
-
-    def heads_forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.model.heads_forward(h)
-
-    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.model.forward_from_prefix(h, self.stage)
-
-
-def freeze_backbone(model: HydraNet, stage: str) -> None:
-    """freeze=<stage>: the backbone's stages up to and including `stage` are frozen (BatchNorm kept in
-    eval mode); 'all' freezes the whole backbone, 'none' nothing. A partial prefix needs a backbone whose
-    forward is its children in order (ResNets, MobileNets, EfficientNets): checked here, once."""
-    if stage == "none":
-        return
-    if stage == FREEZE_ALL:
-        freeze(model.backbone)
-        return
-    names = model.stage_names()
-    if stage not in names:
-        raise UserError(f"freeze={stage}: no such backbone stage (none, all, {', '.join(names)})")
-    for name, child in model.backbone.named_children():
-        freeze(child)
-        if name == stage:
-            break
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        size = getattr(model.backbone, "input_size", 64)
-        x = torch.randn(2, 3, size, size)
-        ok = torch.allclose(model.backbone(x), torch.flatten(run_stages(model.backbone, x), 1), atol=1e-5)
-    model.train(was_training)
-    if not ok:
-        raise UserError(f"freeze={stage}: this backbone's forward is not its stages in order; use freeze=all or none")
-
-
-def run_stages(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The backbone's stages applied in order (its forward, for the backbones whose forward is that)."""
-    for child in backbone.children():
-        x = child(x)
-    return x
 
 
 def freeze_all_but(model: HydraNet, task: str) -> None:

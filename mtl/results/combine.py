@@ -37,11 +37,6 @@ def average(task: Task, outputs: list[torch.Tensor], weights: list[float] | None
     return from_prob(task, (probs * w).sum(0))
 
 
-def route(tasks: list[Task], outputs_by_member: dict, best_member: dict[str, object]) -> dict[str, torch.Tensor]:
-    """Each task's output taken from the member that is best for it."""
-    return {t.name: outputs_by_member[best_member[t.name]][t.name] for t in tasks}
-
-
 def greedy_select(task: Task, candidates: list[torch.Tensor], targets, mask, steps: int = GREEDY_STEPS) -> list[int]:
     """Caruana et al. 2004: forward selection with replacement on one split's labels; returns how often
     each candidate was picked in the best prefix (the smallest one on ties)."""

@@ -107,7 +107,7 @@ def _sentence(task: Task, comps: list[tuple[str, Judged]]) -> str:
 
 
 @dataclass
-class Selection:
+class ValSelection:
     """What selection on val looked like: each task's tied count, and the front trials' val scores."""
     n_completed: int
     tied: dict[str, int]  # task -> trials whose paired val difference from the best contains 0
@@ -119,14 +119,14 @@ def _optimism(task: Task, val: float, test: float) -> float:
     return (val - test) if task.direction == "maximize" else (test - val)
 
 
-def selection_lines(tasks: list[Task], final: Final, choices: dict, sel: Selection,
+def selection_lines(tasks: list[Task], final: Final, choices: dict, sel: ValSelection,
                     served: dict | None = None) -> list[str]:
     """The winner's curse: each selected model's val score next to its test score, against the mean optimism
     of the front's trials, and how many trials val could not tell apart from the selected best."""
     cols = [("routing", "routing", "tuned best"), ("chosen", "chosen on val", "chosen ensemble")]
     if served is not None and SERVED in final.rows:  # the served ensemble: the best of many budgeted sets on val
         cols.append(("served", SERVED, "served ensemble"))
-    lines = ["", "## Selection on val and what it cost (winner's curse)", "",
+    lines = ["", "## ValSelection on val and what it cost (winner's curse)", "",
              "Val score → test score (optimism = how much better val looked). A model picked as the best of many on "
              "val is expected to look better on val than it is; the front trials' mean optimism is the reference. "
              "Tied: trials whose paired val difference from the tuned best has a 95 % interval containing 0.", "",
@@ -149,7 +149,7 @@ def selection_lines(tasks: list[Task], final: Final, choices: dict, sel: Selecti
 
 
 def write_report(path: Path, study, manifest, tasks: list[Task], final: Final, choices: dict, rounds: list[str],
-                 selection: Selection | None = None, served: dict | None = None) -> Path:
+                 selection: ValSelection | None = None, served: dict | None = None) -> Path:
     """`reports/<study>/report.md`: per task the best constant, the rounds, the tuned best and the chosen
     ensemble on test with intervals, the paired differences judged with Holm, and a sentence on what holds."""
     order = ["best constant", *([SINGLE] if SINGLE in final.rows else []), *rounds, "routing", "chosen on val",

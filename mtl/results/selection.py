@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from mtl.bootstrap import GroupBootstrap, sample_stats
 from mtl.data.manifest import load_manifest
@@ -24,7 +25,17 @@ class Member:
     values: list[float]
 
 
-def select(name: str, storage: str | None = None):
+class Selected(NamedTuple):
+    """What `select` finds: the study file, its Optuna study, the Pareto front, each task's best front member
+    and every completed, tracked trial."""
+    study: object
+    optuna_study: object
+    front: list[Member]
+    best: dict[str, Member]
+    members: list[Member]
+
+
+def select(name: str, storage: str | None = None) -> Selected:
     """Front members and best member per task (task name -> Member), cross-checked with MLflow."""
     study, s, done = open_existing(name, storage)
     dirs = directions_of(s)
@@ -47,7 +58,7 @@ def select(name: str, storage: str | None = None):
     # each task's best among the front (a tie with a dominated trial goes to the front member, ties within
     # the front to the earliest trial: best_per_task's rule)
     best = {task: front[i] for task, i in zip(study.objectives, best_per_task([m.values for m in front], dirs))}
-    return study, s, front, best, members
+    return Selected(study, s, front, best, members)
 
 
 def compared_members(study, storage: str | None = None) -> list[tuple[str, str]]:

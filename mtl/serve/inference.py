@@ -1,15 +1,16 @@
-"""One path from images to per-task outputs: evaluation of saved checkpoints, ensembles, captions and
-the served MLflow model all decode, normalise and batch images here, so they see the same numbers.
+"""Images to per-task outputs for evaluation: saved checkpoints, ensembles and captions batch images through
+`outputs` here. The served MLflow model (mtl/serve/pyfunc.py) has its own loop, which runs each backbone
+stage its members share once (mtl/model/prefix.py `shared_forward`), but decodes with the same
+`mtl.data.dataset.decode`, normalises with the same `mtl.data.batches.normalize` and batches by the same
+`BATCH`, so its labels equal `make predict`'s (tested).
 
 `CheckpointCache` gives a tracked run's per-split outputs (a study's members): val from what training
-saved beside its checkpoints, other splits by inference, each checkpoint run at most once. Nothing
-here reads a label.
+saved beside its checkpoints, other splits by inference, each checkpoint run at most once (the run's files
+are read through mtl/train/artifacts.py). Nothing here reads a label.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,7 +18,8 @@ import torch
 from mtl.data.batches import normalize
 from mtl.data.dataset import cached_images, decode
 from mtl.tasks import Task
-from mtl.train.checkpoints import VAL_OUTPUTS, load_checkpoint, model_from_checkpoint
+from mtl.train.artifacts import TrialArtifacts
+from mtl.train.checkpoints import model_from_checkpoint
 
 BATCH = 64  # images per forward pass: a large request never stacks every image at once
 
@@ -50,40 +52,30 @@ def split_outputs(ckpt: dict, manifest, split: str) -> dict[str, torch.Tensor]:
 
 
 class CheckpointCache:
-    """Per-split outputs per (run, checkpoint file), each checkpoint downloaded and run at most once."""
+    """Per-split outputs per (run, checkpoint file), each run's files read through its TrialArtifacts and each
+    checkpoint run at most once."""
 
     def __init__(self, client, manifest, split: str):
         self.client, self.manifest, self.split = client, manifest, split
         self.outputs: dict[tuple[str, str], dict] = {}
-        self.index: dict[str, dict] = {}
+        self.runs: dict[str, TrialArtifacts] = {}
 
-    def _download(self, run_id: str, path: str) -> str:
-        """One artifact into a temporary directory that is gone once it has been read (no residue)."""
-        with tempfile.TemporaryDirectory(prefix="mtl-cache-") as tmp:
-            local = Path(self.client.download_artifacts(run_id, path, tmp))
-            if local.suffix == ".json":
-                return local.read_text()
-            return torch.load(local, map_location="cpu", weights_only=True) if path.endswith(VAL_OUTPUTS) \
-                else load_checkpoint(local)
+    def artifacts(self, run_id: str) -> TrialArtifacts:
+        if run_id not in self.runs:
+            self.runs[run_id] = TrialArtifacts(self.client, run_id)
+        return self.runs[run_id]
 
     def best_file(self, run_id: str, task: str) -> str:
-        if run_id not in self.index:
-            self.index[run_id] = json.loads(self._download(run_id, "checkpoints/index.json"))
-        return self.index[run_id]["best"][task]["file"]
+        return self.artifacts(run_id).best_file(task)
 
     def _saved_val(self, run_id: str, task: str) -> torch.Tensor | None:
         """The val outputs training kept for the task's best epoch, if they match this manifest's val split."""
         if self.split != "val":
             return None
-        key = (run_id, VAL_OUTPUTS)
-        if key not in self.outputs:
-            try:
-                saved = self._download(run_id, f"checkpoints/{VAL_OUTPUTS}")
-            except Exception:  # older runs have none: fall back to inference
-                saved = {}
-            same = saved.get("images") == [str(p) for p in self.manifest.rows("val")["image"]]
-            self.outputs[key] = saved.get("outputs", {}) if same else {}
-        return self.outputs[key].get(task)
+        saved = self.artifacts(run_id).val_outputs()
+        if saved.get("images") != [str(p) for p in self.manifest.rows("val")["image"]]:
+            return None
+        return saved.get("outputs", {}).get(task)
 
     def task_output(self, run_id: str, task: str) -> torch.Tensor:
         """The run's best-epoch checkpoint for `task`, its output for `task`."""
@@ -92,7 +84,7 @@ class CheckpointCache:
             return saved
         key = (run_id, self.best_file(run_id, task))
         if key not in self.outputs:
-            self.outputs[key] = split_outputs(self._download(run_id, f"checkpoints/{key[1]}"), self.manifest, self.split)
+            self.outputs[key] = split_outputs(self.artifacts(run_id).checkpoint(key[1]), self.manifest, self.split)
         return self.outputs[key][task]
 
     def member(self, run_id: str, tasks: list[Task]) -> dict[str, torch.Tensor]:

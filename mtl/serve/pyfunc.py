@@ -5,7 +5,8 @@ column (image paths, or images inline as `data:image/png;base64,...` URIs, as in
 example, which names no file of the machine that logged it) and returns one row per image: each task's prediction (`<task>`: a class, the labels
 of a multilabel task over its threshold joined by `|` as in the manifests, or a number) and its probabilities
 (`<task>.<class>`). `mlflow models serve -m models:/<study>@best-<task> --env-manager local` answers the
-same over REST. Images go through mtl/serve/inference.py, so labels equal `make predict`'s.
+same over REST. Images are decoded and normalised as mtl/serve/inference.py does (each backbone stage the
+members share is run once, mtl/model/prefix.py), so labels equal `make predict`'s.
 
 A model holds its members' checkpoints and, once, the warm-start backbone they were stored against
 (checkpoints of a frozen pretrained backbone keep only what differs from it), so it loads with no
@@ -15,9 +16,7 @@ access to the tracking server that trained it.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
-import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -30,16 +29,16 @@ from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from PIL import Image
 
-from mtl.data.batches import normalize
 from mtl.data.dataset import decode
 from mtl.errors import UserError
-from mtl.model.hydranet import run_stages
+from mtl.model.prefix import member_digests, shared_forward
 from mtl.results.combine import average
 from mtl.serve.inference import BATCH
 from mtl.tasks import Task
-from mtl.train.checkpoints import MODEL_SPEC, backbone_state, load_checkpoint, model_from_checkpoint
+from mtl.train.artifacts import load_checkpoint, read_spec, write_spec
+from mtl.train.checkpoints import backbone_state, model_from_checkpoint
 
-SPEC = "spec"  # the pyfunc artifact holding MODEL_SPEC
+SPEC_KEY = "spec"  # the pyfunc artifact holding the package's spec (mtl/train/artifacts.py)
 
 
 DATA_URI = "data:image/png;base64,"
@@ -90,50 +89,11 @@ def frame(tasks, outputs: dict[str, torch.Tensor]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)  # the signature's columns even for an empty input
 
 
-def stage_digests(model) -> list[str] | None:
-    """One digest per backbone stage (its parameters and buffers), cumulative: members whose backbones share
-    the first k digests compute the same thing up to stage k. None when the backbone's forward is not its
-    stages in order (then the member runs alone)."""
-    with torch.no_grad():
-        size = getattr(model.backbone, "input_size", 64)  # a fixed-size backbone (MultiLeNet: 36 px)
-        x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-        if not torch.allclose(model.backbone(x), torch.flatten(run_stages(model.backbone, x), 1), atol=1e-5):
-            return None
-    out, h = [], hashlib.sha1()
-    for name, child in model.backbone.named_children():
-        h.update(name.encode())
-        for key, v in child.state_dict().items():
-            h.update(key.encode() + str(v.dtype).encode() + str(tuple(v.shape)).encode())
-            h.update(v.detach().contiguous().cpu().numpy().tobytes())
-        out.append(h.copy().hexdigest())
-    return out
-
-
-@torch.no_grad()
-def shared_forward(members: dict[str, tuple], digests: dict[str, list[str] | None],
-                   images: dict[int, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """Every member's head outputs on one batch; a backbone stage that several members hold with the same
-    weights (the same digests up to it) is computed once. `images`: image size -> uint8 batch."""
-    done: dict[tuple, torch.Tensor] = {}
-    out = {}
-    for name, (model, cfg) in members.items():
-        x = normalize(images[cfg.image_size])
-        if digests.get(name) is None:
-            out[name] = model(x)
-            continue
-        h, key = x, (cfg.image_size,)
-        for (_, child), d in zip(model.backbone.named_children(), digests[name]):
-            key = (cfg.image_size, d)
-            h = done[key] if key in done else done.setdefault(key, child(h))
-        out[name] = model.heads_forward(model.trunk(torch.flatten(h, 1)))
-    return out
-
-
 class HydraNetModel(mlflow.pyfunc.PythonModel):
     """The pyfunc flavour: members (checkpoints), how each task combines them, the task spec."""
 
     def load_context(self, context):
-        spec = json.loads(Path(context.artifacts[SPEC]).read_text())
+        spec = read_spec(Path(context.artifacts[SPEC_KEY]))
         self.tasks = [Task.from_dict(t) for t in spec["tasks"]]
         self.combine = spec["combine"]
         self.members = {}
@@ -142,7 +102,7 @@ class HydraNetModel(mlflow.pyfunc.PythonModel):
             if member.get("base"):  # the backbone weights it left out, from the copy shipped with the model
                 ckpt["config"] = {**ckpt["config"], "init": context.artifacts[member["base"]]}
             self.members[name] = model_from_checkpoint(ckpt)[:2]
-        self.digests = {name: stage_digests(model) for name, (model, _) in self.members.items()}
+        self.digests = {name: member_digests(model) for name, (model, _) in self.members.items()}
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -192,9 +152,7 @@ def package(tmp: Path, members: dict[str, dict], tasks, combine: dict) -> dict[s
         torch.save(keep, tmp / f"{name}.pt")
         artifacts[name] = str(tmp / f"{name}.pt")
         spec_members[name] = entry
-    spec = {"tasks": [t.to_dict() for t in tasks], "members": spec_members, "combine": combine}
-    (tmp / MODEL_SPEC).write_text(json.dumps(spec, indent=2))
-    artifacts[SPEC] = str(tmp / MODEL_SPEC)
+    artifacts[SPEC_KEY] = str(write_spec(tmp, tasks, spec_members, combine))
     return artifacts
 
 

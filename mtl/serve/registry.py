@@ -18,7 +18,8 @@ from mtl.results.selection import Member
 from mtl.serve import pyfunc
 from mtl.tasks import Task
 from mtl.track import mlflow_adapter, tracking
-from mtl.train.checkpoints import MODEL_SPEC, checkpoint_from_model, load_checkpoint
+from mtl.train.artifacts import TrialArtifacts, is_model_package
+from mtl.train.checkpoints import checkpoint_from_model
 
 
 def ensure_registered_model(client, study_name: str) -> None:
@@ -39,13 +40,10 @@ def register_best(client, study_name: str, best: dict[str, Member], manifest) ->
     no alias names any more are deleted with their files."""
     ensure_registered_model(client, study_name)
     groups: dict[tuple[str, str], list[str]] = {}
-    index = {}
+    runs: dict[str, TrialArtifacts] = {}
     for task, m in best.items():
-        if m.run_id not in index:
-            with tempfile.TemporaryDirectory(prefix="mtl-register-") as tmp:
-                index[m.run_id] = json.loads(Path(client.download_artifacts(m.run_id, "checkpoints/index.json", tmp))
-                                             .read_text())
-        groups.setdefault((m.run_id, index[m.run_id]["best"][task]["file"]), []).append(task)
+        run = runs.setdefault(m.run_id, TrialArtifacts(client, m.run_id))
+        groups.setdefault((m.run_id, run.best_file(task)), []).append(task)
     example = manifest.root / manifest.rows("val")["image"].iloc[0]
     dataset = mlflow.data.from_pandas(manifest.table, source=str(manifest.path), name=manifest.name)
     versions = {}
@@ -55,10 +53,9 @@ def register_best(client, study_name: str, best: dict[str, Member], manifest) ->
                and v.tags.get("format") == MODEL_FORMAT for v in current):
             versions.update({t: v.version for t, v in zip(tasks, current)})
             continue
-        with tempfile.TemporaryDirectory(prefix="mtl-register-") as tmp:
-            ckpt = load_checkpoint(client.download_artifacts(run_id, f"checkpoints/{file}", tmp))
+        ckpt = runs[run_id].checkpoint(file)
         model_tasks = [Task.from_dict(t) for t in ckpt["tasks"]]
-        info = index[run_id]["best"]
+        info = runs[run_id].index["best"]
         trial = next(m.number for t, m in best.items() if m.run_id == run_id)
         logged = pyfunc.log_model(
             run_id, "best-" + "-".join(tasks), {"m0": ckpt}, model_tasks, {t.name: {"m0": 1.0} for t in model_tasks},
@@ -83,10 +80,9 @@ def register_composite(client, study_name: str, run_id: str, best: dict[str, Mem
     backbone weights share that forward (mtl/serve/pyfunc.py), so it serves near one model's cost when the
     backbone is shared. Unchanged bests keep their version."""
     members, combine, files = {}, {}, {}
+    runs: dict[str, TrialArtifacts] = {}
     for task, m in best.items():
-        with tempfile.TemporaryDirectory(prefix="mtl-register-") as tmp:
-            index = json.loads(Path(client.download_artifacts(m.run_id, "checkpoints/index.json", tmp)).read_text())
-        key = (m.run_id, index["best"][task]["file"])
+        key = (m.run_id, runs.setdefault(m.run_id, TrialArtifacts(client, m.run_id)).best_file(task))
         name = members.setdefault(key, f"m{len(members)}")
         combine[task] = {name: 1.0}
         files[task] = f"{m.number}:{key[1]}"
@@ -94,9 +90,7 @@ def register_composite(client, study_name: str, run_id: str, best: dict[str, Mem
     current = alias_version(client, study_name, "best")
     if current is not None and current.tags.get("members_of") == signature and current.tags.get("format") == MODEL_FORMAT:
         return current.version
-    with tempfile.TemporaryDirectory(prefix="mtl-register-") as tmp:
-        ckpts = {name: load_checkpoint(client.download_artifacts(r, f"checkpoints/{f}", tmp))
-                 for (r, f), name in members.items()}
+    ckpts = {name: runs[r].checkpoint(f) for (r, f), name in members.items()}
     tasks = [manifest.task(t) for t in best]
     example = manifest.root / manifest.rows("val")["image"].iloc[0]
     logged = pyfunc.log_model(run_id, "best", ckpts, tasks, combine, example,
@@ -121,9 +115,7 @@ def register_ensemble(client, study_name: str, run_id: str, tasks, choices, fron
             key = (run_of[number], cache.best_file(run_of[number], t.name))
             name = members.setdefault(key, f"m{len(members)}")
             combine[t.name][name] = combine[t.name].get(name, 0.0) + float(w)
-    with tempfile.TemporaryDirectory(prefix="mtl-register-") as tmp:
-        ckpts = {name: load_checkpoint(client.download_artifacts(r, f"checkpoints/{f}", tmp))
-                 for (r, f), name in members.items()}
+    ckpts = {name: cache.artifacts(r).checkpoint(f) for (r, f), name in members.items()}
     example = manifest.root / manifest.rows("val")["image"].iloc[0]
     val = {f"val/{t.metric_key}": (choices[t.name]["chosen"].val, 0) for t in tasks}
     dataset = mlflow.data.from_pandas(manifest.table, source=str(manifest.path), name=manifest.name)
@@ -180,7 +172,7 @@ def load_best(study_name: str, task: str) -> dict:
         raise UserError(f"no registered model '{study_name}@best-{task}'; run: make pareto STUDY={study_name}")
     with tempfile.TemporaryDirectory(prefix="mtl-model-") as tmp:  # read, then gone: no residue
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{study_name}@best-{task}", dst_path=tmp))
-        if not (local / "artifacts" / MODEL_SPEC).is_file():  # registered before models were MLflow models
+        if not is_model_package(local):  # registered before models were MLflow models
             raise UserError(f"models:/{study_name}@best-{task} is not an mtl model; run: make pareto STUDY={study_name}")
         return checkpoint_from_model(local, materialize=True)
 

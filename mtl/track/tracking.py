@@ -277,9 +277,5 @@ def replace_table(client: MlflowClient, run_id: str, df, artifact_file: str) -> 
     client.log_table(run_id, df, artifact_file)
 
 
-def run_status(client: MlflowClient, run_id: str) -> str:
-    return client.get_run(run_id).info.status
-
-
 __all__ = ["RunLogger", "RunStatus", "ensure_experiment", "flatten_config", "get_client", "redact",
            "tracking_uri"]

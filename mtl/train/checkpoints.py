@@ -20,21 +20,30 @@ ImageNet ResNet50 with new heads.
 from __future__ import annotations
 
 import contextlib
-import json
+import random
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mtl.errors import UserError
 from mtl.model.hydranet import HydraNet, build_model
 from mtl.tasks import Task
+from mtl.train.artifacts import (
+    CHECKPOINT_KEYS,
+    INDEX,
+    MODEL_DIR,
+    epoch_file,
+    is_checkpoint_dir,
+    is_model_package,
+    load_checkpoint,
+    read_spec,
+    write_index,
+)
 from mtl.train.config import TrainConfig
 
-CHECKPOINT_KEYS = ("model", "config", "tasks")
-VAL_OUTPUTS = "val_outputs.pt"  # beside the checkpoints: each task's val outputs at its best epoch
-MODEL_SPEC = "spec.json"  # in an mtl MLflow model's artifacts/: its tasks, members and how tasks combine them
 CLASSIFIER_PREFIXES = ("fc.", "classifier.", "heads.", "head.")
 BACKBONE_CACHE_SIZE = 4  # warm-start backbones kept per process (a resnet18's is 43 MB)
 _BACKBONES: OrderedDict[str, dict] = OrderedDict()  # resolved source -> backbone state, least recently used first
@@ -56,7 +65,9 @@ def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_s
     frozen resnet18 backbone is 43 MB a file that 40 trials would otherwise each write several times).
     A registry model as base is stored whole: its versions are replaced and deleted."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    states = {**states, last_epoch: states.get(last_epoch) or last_state}
+    progress = last_state.pop("progress", None)
+    states = {**states, last_epoch: {**(states.get(last_epoch) or last_state),
+                                     **({"progress": progress} if progress else {})}}
     try:
         base = backbone_state(cfg.init) if immutable(cfg.init) else {}
     except UserError:  # the base moved since training started: store every weight rather than lose them
@@ -64,12 +75,66 @@ def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_s
     for epoch, state in states.items():
         kept = {k: v for k, v in state["model"].items()
                 if not (k.startswith("backbone.") and k[9:] in base and torch.equal(v, base[k[9:]]))}
+        extra = {"progress": state["progress"]} if "progress" in state else {}
+        tmp = out_dir / (epoch_file(epoch) + ".tmp")  # written whole, then renamed: a kill never leaves half a file
         torch.save({"model": kept, "criterion": state["criterion"], "config": cfg.to_dict(),
-                    "tasks": [t.to_dict() for t in tasks], "epoch": epoch}, out_dir / f"epoch-{epoch}.pt")
-    index = {"best": {k: {**v, "file": f"epoch-{v['epoch']}.pt"} for k, v in best.items()},
-             "last": {"epoch": last_epoch, "file": f"epoch-{last_epoch}.pt"}}
-    (out_dir / "index.json").write_text(json.dumps(index, indent=2))
+                    "tasks": [t.to_dict() for t in tasks], "epoch": epoch, **extra}, tmp)
+        tmp.replace(out_dir / epoch_file(epoch))
+    write_index(out_dir, best, last_epoch)
+    for old in out_dir.glob("epoch-*.pt"):  # a run rewritten after each epoch: epochs no longer best or last
+        if old.name not in {epoch_file(e) for e in states}:
+            old.unlink()
     return out_dir
+
+
+# ------------------------------------------------------------------------------------------------
+# resume: everything a run needs to continue as if it had never stopped
+# ------------------------------------------------------------------------------------------------
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}
+
+
+def progress_state(optimizer, scheduler, best, generators, history: list[dict]) -> dict:
+    """Optimizer and schedule, the RNGs (global, and the batch order's and augmentation's own), the per-task
+    bests and the history so far: what `restore_progress` puts back."""
+    return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
+            "rng": _rng_state(), "generators": [g.get_state() for g in generators], "history": list(history),
+            "best": best.best, "best_mean": best.best_mean, "since_best": best.since_best, "outputs": best.outputs}
+
+
+def restore_progress(ckpt: dict, optimizer, scheduler, best, generators) -> list[dict]:
+    """Put a resumable checkpoint's progress back (its best epochs' states read from the files beside it);
+    returns the history so far. A checkpoint without it is one line."""
+    p = ckpt.get("progress")
+    if not p:
+        raise UserError(f"{ckpt.get('source', 'checkpoint')}: not resumable (no optimizer, schedule or RNG state: "
+                        f"a study trial's, or written by an older mtl); --init starts a new run from its weights")
+    optimizer.load_state_dict(p["optimizer"])
+    if scheduler is not None and p["scheduler"] is not None:
+        scheduler.load_state_dict(p["scheduler"])
+    here = Path(ckpt["source"]).parent
+    for b in p["best"].values():
+        if b["epoch"] not in best.states:
+            other = ckpt if b["epoch"] == ckpt["epoch"] else load_checkpoint(here / epoch_file(b["epoch"]))
+            best.states[b["epoch"]] = {"model": other["model"], "criterion": other["criterion"]}
+    best.best, best.best_mean, best.since_best, best.outputs = p["best"], p["best_mean"], p["since_best"], p["outputs"]
+    torch.set_rng_state(p["rng"]["torch"])
+    random.setstate(_tuples(p["rng"]["python"]))
+    n = p["rng"]["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+    if "cuda" in p["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(p["rng"]["cuda"])
+    for g, state in zip(generators, p["generators"]):
+        g.set_state(state)
+    return list(p["history"])
+
+
+def _tuples(x):
+    """random.setstate wants the tuples it gave (a checkpoint may hand lists back)."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def restore(model: HydraNet, ckpt: dict, init: str | None) -> None:
@@ -82,34 +147,6 @@ def restore(model: HydraNet, ckpt: dict, init: str | None) -> None:
         model.load_state_dict(state, strict=False)
     else:
         model.load_state_dict(state)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint dict, loaded safely (weights_only: no pickled code runs) and checked to be ours;
-    a directory means its last epoch (`index.json`). Anything else is one clear line."""
-    path = Path(path)
-    if path.is_dir():
-        try:
-            index = json.loads((path / "index.json").read_text())
-            path = path / index["last"]["file"]
-        except FileNotFoundError:
-            raise UserError(f"{path}: no index.json: not a checkpoint directory written by mtl") from None
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{path / 'index.json'}: not a checkpoint index (no last.file)") from None
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, tampered, not a torch file, or a payload weights_only refuses
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict):
-        raise UserError(f"{path}: holds a {type(ckpt).__name__}, not an mtl checkpoint (a dict with "
-                        f"{', '.join(CHECKPOINT_KEYS)})")
-    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-    if missing:
-        raise UserError(f"{path}: not an mtl checkpoint (no {', '.join(missing)})")
-    ckpt["source"] = str(path)
-    return ckpt
 
 
 def model_from_checkpoint(ckpt: dict) -> tuple[HydraNet, TrainConfig, list[Task]]:
@@ -134,11 +171,8 @@ def checkpoint_from_model(local: Path, member: str = "m0", materialize: bool = F
     """The checkpoint dict of one member of a downloaded mtl model (a `models:/` folder), its warm-start
     backbone taken from the model's own copy; `materialize`: that backbone copied into the checkpoint's
     weights now (init cleared), so the folder may be deleted once this returns."""
-    root = local / "artifacts"
-    try:
-        spec = json.loads((root / MODEL_SPEC).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{local}: not an mtl model (no artifacts/{MODEL_SPEC})") from None
+    root = local / MODEL_DIR
+    spec = read_spec(local)
     if member not in spec["members"]:
         raise UserError(f"{local}: an mtl model of {len(spec['members'])} members (an ensemble), not one checkpoint")
     ckpt = load_checkpoint(root / f"{member}.pt")
@@ -216,15 +250,15 @@ def _read_backbone(source: str) -> dict[str, torch.Tensor]:
 
 
 def _read_backbone_at(source: str, path: Path) -> dict[str, torch.Tensor]:
-    if path.is_dir() and (path / "artifacts" / MODEL_SPEC).is_file():  # a registered mtl model (models:/...)
+    if is_model_package(path):  # a registered mtl model (models:/...)
         ckpt = checkpoint_from_model(path)
         state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
         base = ckpt["config"].get("init")
         return {**(backbone_state(base) if base else {}), **state}
-    if path.is_dir() and not (path / "index.json").is_file():
+    if path.is_dir() and not is_checkpoint_dir(path):
         files = sorted(path.glob("*.pt")) + sorted(path.glob("*.pth"))
         if len(files) != 1:
-            raise UserError(f"init={source}: a directory needs index.json or exactly one .pt file")
+            raise UserError(f"init={source}: a directory needs {INDEX} or exactly one .pt file")
         path = files[0]
     if path.is_dir():
         obj = load_checkpoint(path)

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from mtl import kinds, methods
 from mtl.errors import UserError
 
+SCHEDULERS = ("cosine", "none")
+BEST_EPOCHS = ("per_task", "mean")
+JACOBIAN_ON = ("features", "params")
 # old names still read, each with one line saying the new one (for one release)
 DEPRECATED = {"weighting": "method", "weighting_args": "method_args"}
 
@@ -52,6 +55,41 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # CUDA only: bf16/fp16 autocast
     num_workers: int = 0  # > 0: decode images per sample in DataLoader workers instead of the in-memory cache
+
+    def validate(self, task_names: list[str] | None = None) -> TrainConfig:
+        """Every check a config can have before a model exists (the backbone, its weights, `init` and `freeze`
+        need one: `check_config` in mtl/train/loop.py); `task_names`: the tasks it trains, for per-task
+        settings. Each problem is one UserError line. Returns the config."""
+        choices = {"scheduler": SCHEDULERS, "best_epoch": BEST_EPOCHS, "jacobian_on": JACOBIAN_ON}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise UserError(f"device={self.device!r}: expected auto, cpu, cuda or cuda:<index>")
+        for name, ok, what in (("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                               ("image_size", self.image_size >= 8, ">= 8"), ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+                               ("bn_momentum", 0 < self.bn_momentum <= 1, "in (0, 1]"), ("bn_eps", self.bn_eps > 0, "> 0"),
+                               ("lr_backbone", self.lr_backbone >= 0, ">= 0"), ("lr_heads", self.lr_heads > 0, "> 0"),
+                               ("weight_decay", self.weight_decay >= 0, ">= 0"), ("patience", self.patience >= 0, ">= 0"),
+                               ("num_workers", self.num_workers >= 0, ">= 0")):
+            if not ok:
+                raise UserError(f"{name}={getattr(self, name)!r}: must be {what}")
+        methods.get(self.method).coerce_args(dict(self.method_args), task_names)
+        if self.loss_weights and self.method != "fixed":
+            raise UserError(f"loss_weights are for method=fixed; method '{self.method}' sets its own weights")
+        bad = {k: v for k, v in self.loss_weights.items() if not float(v) >= 0}
+        if bad:
+            raise UserError(f"loss weights must be >= 0: {bad}")
+        unknown = set(self.loss_weights) - set(task_names) if task_names is not None else set()
+        if unknown:
+            raise UserError(f"loss weights for unknown task(s): {', '.join(sorted(unknown))}")
+        for kind, options in self.kind_options.items():
+            try:
+                spec = kinds.get(kind)
+            except kinds.LabelError as e:
+                raise UserError(f"kind_options: {e}") from None
+            spec.resolve_options(options)
+        return self
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

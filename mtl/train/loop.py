@@ -22,13 +22,21 @@ from mtl.data.batches import BatchAugment, TensorBatches
 from mtl.data.dataset import MultiTaskDataset, cached_images
 from mtl.data.manifest import Manifest
 from mtl.errors import UserError
-from mtl.model.hydranet import FromPrefix, HydraNet, build_model, freeze_all_but, freeze_backbone
+from mtl.model.hydranet import HydraNet, build_model, freeze_all_but
 from mtl.model.losses import task_losses
 from mtl.model.metrics import TaskMetrics
-from mtl.model.prefix import prefix_features
+from mtl.model.prefix import FromPrefix, cached, freeze_backbone, prefix_features
 from mtl.score import task_mean_score
 from mtl.tasks import Task
-from mtl.train.checkpoints import VAL_OUTPUTS, canonical, load_backbone, restore, save_checkpoints
+from mtl.train.artifacts import write_val_outputs
+from mtl.train.checkpoints import (
+    canonical,
+    load_backbone,
+    progress_state,
+    restore,
+    restore_progress,
+    save_checkpoints,
+)
 from mtl.train.config import TrainConfig
 
 
@@ -162,7 +170,7 @@ def make_loaders(cfg: TrainConfig, manifest: Manifest, model: HydraNet, device: 
         return train, val, model, augment
     x = {split: cached_images(manifest.image_paths(split), cfg.image_size) for split in ("train", "val")}
     net = model
-    if cfg.freeze != "none" and cfg.feature_cache and not cfg.augment:
+    if cached(cfg):
         x = {split: prefix_features(model, cfg.freeze, imgs, device,
                                     (hash(tuple(map(str, manifest.image_paths(split)))), cfg.image_size))
              for split, imgs in x.items()}
@@ -194,23 +202,39 @@ class FitResult:
 
 
 def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_epoch=None,
-        resume: dict | None = None, finetune: str | None = None, only: list[str] | None = None) -> FitResult:
+        resume: dict | None = None, init: dict | None = None, finetune: str | None = None,
+        only: list[str] | None = None, resumable: bool = False) -> FitResult:
     """Train `cfg.epochs` epochs; keep the best state per task (by its primary val metric) and the last.
 
-    `resume` is a checkpoint dict whose whole model (and method state) training continues from (`--from`);
-    `cfg.init` only says where a fresh model's backbone starts; `finetune=TASK` trains that head only, the rest frozen;
-    `only=[TASK]` builds and trains a model with just those heads (single-task baselines).
+    `resume`: the last checkpoint of a resumable run (`train --from`): its model, method state, optimizer,
+    schedule, epoch, RNG states and per-task bests are restored and training continues with the next epoch,
+    as if it had never stopped. `init`: a checkpoint whose whole model (and method state) a new run starts
+    from at epoch 1 with a fresh optimizer (`train --init`, a warm start); `cfg.init` only says where a fresh
+    model's backbone starts. `finetune=TASK` trains that head only, the rest frozen; `only=[TASK]` builds and
+    trains a model with just those heads (single-task baselines). `resumable`: the checkpoint directory is
+    written after every epoch, its last epoch with everything `resume` needs.
     """
     cfg = cfg.replace(init=canonical(cfg.init))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    model, tasks, criterion = setup(cfg, manifest, device, resume, finetune, only)
+    model, tasks, criterion = setup(cfg, manifest, device, resume or init, finetune, only)
     optimizer = make_optimizer(cfg, model, criterion)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
                  if cfg.scheduler == "cosine" else None)
     train_loader, val_loader, net, augment = make_loaders(cfg, manifest, model, device)
     history, best, stopped = [], BestStates(tasks, cfg.patience, cfg.best_epoch == "per_task"), False
-    for epoch in range(1, cfg.epochs + 1):
+    generators = [g for g in (getattr(train_loader, "generator", None), getattr(augment, "generator", None)) if g]
+    first = 1
+    if resume:
+        history = restore_progress(resume, optimizer, scheduler, best, generators)
+        first = history[-1]["epoch"] + 1 if history else 1
+
+    def save(last_epoch: int, progress: bool) -> Path:
+        state = _cpu_state(model, criterion)
+        if progress:
+            state["progress"] = progress_state(optimizer, scheduler, best, generators, history)
+        return save_checkpoints(Path(out_dir), cfg, tasks, best.states, best.best, state, last_epoch)
+    for epoch in range(first, cfg.epochs + 1):
         train_losses = train_one_epoch(net, criterion, optimizer, train_loader, device, cfg, augment)
         criterion.end_epoch(train_losses)
         if scheduler:
@@ -221,6 +245,8 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
                **{f"val/{k}": v for k, v in val.items()}, **criterion.epoch_stats()}
         out_of_patience = best.update(epoch, val, val_outputs, lambda: _cpu_state(model, criterion))
         history.append(row)
+        if resumable and out_dir is not None:
+            save(epoch, progress=True)
         if on_epoch:
             on_epoch(epoch, row)
         if out_of_patience and epoch < cfg.epochs:
@@ -228,26 +254,25 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
             break
     ckpt_dir = None
     if out_dir is not None:
-        ckpt_dir = save_checkpoints(Path(out_dir), cfg, tasks, best.states, best.best, _cpu_state(model, criterion),
-                                    history[-1]["epoch"])
-        torch.save({"split": "val", "images": [str(p) for p in manifest.rows("val")["image"]],
-                    "outputs": best.outputs}, ckpt_dir / VAL_OUTPUTS)
+        ckpt_dir = save(history[-1]["epoch"], progress=resumable)
+        write_val_outputs(ckpt_dir, [str(p) for p in manifest.rows("val")["image"]], best.outputs)
     return FitResult(history, best.best, ckpt_dir, stopped, best.outputs,
                      sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
-def setup(cfg: TrainConfig, manifest: Manifest, device, resume: dict | None, finetune: str | None,
+def setup(cfg: TrainConfig, manifest: Manifest, device, start: dict | None, finetune: str | None,
           only: list[str] | None) -> tuple[HydraNet, list[Task], methods.Criterion]:
-    """The model (restored from `resume`, else its backbone warm-started from `cfg.init`; frozen as
-    configured; on the device), its tasks and the criterion (with the learned state `resume` holds,
+    """The model (restored from `start`, a checkpoint to resume or warm-start from, else its backbone
+    warm-started from `cfg.init`; frozen as
+    configured; on the device), its tasks and the criterion (with the learned state `start` holds,
     when the method is the same)."""
-    tasks = [Task.from_dict(t) for t in resume["tasks"]] if resume else manifest.tasks
+    tasks = [Task.from_dict(t) for t in start["tasks"]] if start else manifest.tasks
     if only:
         tasks = [t for t in tasks if t.name in only]
     train_tasks = [t for t in tasks if finetune is None or t.name == finetune]
     model = build_model(cfg, tasks)
-    if resume:
-        restore(model, resume, TrainConfig.from_dict(resume["config"]).init)
+    if start:
+        restore(model, start, TrainConfig.from_dict(start["config"]).init)
     elif cfg.init:
         load_backbone(model, cfg.init)
     freeze_backbone(model, cfg.freeze)
@@ -256,12 +281,12 @@ def setup(cfg: TrainConfig, manifest: Manifest, device, resume: dict | None, fin
     model.to(device)
     criterion = methods.make_criterion(cfg.replace(loss_weights={}) if finetune else cfg, train_tasks,
                                        shared_params(model)).to(device)
-    if resume and resume.get("criterion") and TrainConfig.from_dict(resume["config"]).method == cfg.method and not finetune:
+    if start and start.get("criterion") and TrainConfig.from_dict(start["config"]).method == cfg.method and not finetune:
         try:  # learned log-variances, DWA's loss history
-            criterion.load_state_dict(resume["criterion"])
+            criterion.load_state_dict(start["criterion"])
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0][:200]
-            raise UserError(f"{resume.get('source', 'checkpoint')}: its {cfg.method} state does not fit "
+            raise UserError(f"{start.get('source', 'checkpoint')}: its {cfg.method} state does not fit "
                             f"these tasks ({first})") from None
     return model, tasks, criterion
 

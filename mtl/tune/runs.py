@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import torch
 
 from mtl.bootstrap import sample_stats, split_intervals
 from mtl.data.manifest import load_manifest
 from mtl.data.pretext import rotation_manifest
 from mtl.track import tracking
+from mtl.train.artifacts import TrialArtifacts
 from mtl.train.loop import fit
 from mtl.tune.studies import PARENT_TAG, ROLE_TAG, STUDY_TAG, Study
 
@@ -113,10 +113,7 @@ def single_task_stats(tasks, manifest, runs: dict[str, str]) -> dict:
     targets, masks = manifest.targets("val")
     out = {}
     for t in tasks:
-        with tempfile.TemporaryDirectory(prefix="mtl-single-") as tmp:
-            path = mlflow.artifacts.download_artifacts(run_id=runs[t.name], artifact_path="checkpoints/val_outputs.pt",
-                                                       dst_path=tmp)
-            outputs = torch.load(path, map_location="cpu", weights_only=True)["outputs"][t.name]
+        outputs = TrialArtifacts(mlflow.MlflowClient(), runs[t.name]).val_outputs()["outputs"][t.name]
         out[t.name] = sample_stats(t, outputs, targets[t.name], masks[t.name])
     return out
 

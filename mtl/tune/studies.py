@@ -44,6 +44,23 @@ class Study:
 
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random")
+# every name a study file may set (a CAPS name outside this set is a typo or a setting mtl does not have)
+STUDY_NAMES = ("MANIFEST", "OBJECTIVES", "BASE", "CONFIGS", "TRIALS", "EPOCHS", "SAMPLER", "PRETRAIN", "EARLY_STOP",
+               "SINGLE_TASK_BASELINES", "ENQUEUE", "COMPARE_WITH", "TUNED_FIXED", "SERVE_MAX_TRIALS")
+
+
+def check_names(path: Path, mod) -> None:
+    """A study file's CAPS names are the declared ones: an unknown one is one line naming the closest."""
+    import difflib
+    for name in vars(mod):
+        if name.isupper() and not name.startswith("_") and name not in STUDY_NAMES:
+            close = difflib.get_close_matches(name, STUDY_NAMES, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(STUDY_NAMES)}"
+            raise UserError(f"{path}: unknown setting {name} ({hint})")
+    if not hasattr(mod, "search_space"):
+        close = difflib.get_close_matches("search_space", [n for n in vars(mod) if callable(vars(mod)[n])], n=1)
+        if close:
+            raise UserError(f"{path}: defines {close[0]}, not search_space (did you mean search_space?)")
 
 
 def available_studies() -> list[str]:
@@ -61,6 +78,7 @@ def load_study(name: str) -> Study:
         spec.loader.exec_module(mod)
     except Exception as e:
         raise UserError(f"{path}: fails to import ({type(e).__name__}: {e})") from None
+    check_names(path, mod)
     missing = [a for a in ("MANIFEST", "OBJECTIVES", "BASE") if not hasattr(mod, a)]
     if not hasattr(mod, "search_space") and not hasattr(mod, "CONFIGS"):
         missing.append("search_space or CONFIGS")
@@ -90,11 +108,12 @@ def load_study(name: str) -> Study:
     serve = getattr(mod, "SERVE_MAX_TRIALS", 0)
     if not isinstance(serve, int) or isinstance(serve, bool) or serve < 0:
         raise UserError(f"{path}: SERVE_MAX_TRIALS = {serve!r}: expected 0 (no limit) or a positive whole number")
-    return Study(name, path, str(mod.MANIFEST), list(mod.OBJECTIVES), mod.BASE,
-                 int(getattr(mod, "TRIALS", len(configs) if configs else 10)), int(getattr(mod, "EPOCHS", mod.BASE.epochs)),
-                 getattr(mod, "search_space", None), configs, (mod.__doc__ or "").strip(), sampler, pretrain,
-                 early_stop, bool(getattr(mod, "SINGLE_TASK_BASELINES", False)), tuple(enqueue), compare_with,
-                 tuned_fixed, serve)
+    return Study(name=name, path=path, manifest=str(mod.MANIFEST), objectives=list(mod.OBJECTIVES), base=mod.BASE,
+                 trials=int(getattr(mod, "TRIALS", len(configs) if configs else 10)),
+                 epochs=int(getattr(mod, "EPOCHS", mod.BASE.epochs)), search_space=getattr(mod, "search_space", None),
+                 configs=configs, doc=(mod.__doc__ or "").strip(), sampler=sampler, pretrain=pretrain,
+                 early_stop=early_stop, single_task=bool(getattr(mod, "SINGLE_TASK_BASELINES", False)),
+                 enqueue=tuple(enqueue), compare_with=compare_with, tuned_fixed=tuned_fixed, serve_max_trials=serve)
 
 
 def trial_config(study: Study, trial, epochs: int) -> TrainConfig:
