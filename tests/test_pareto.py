@@ -178,7 +178,7 @@ def test_pareto_ensemble_predict_commands(tiny_study, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "| routing |" in out and "averaging" in out and "trial-" in out
     report = (tiny_study / "reports/tiny/report.md").read_text()
-    curse = report.split("winner's curse")[1]
+    curse = report.split("## Selection on val and what it cost (winner's curse)")[1]
     assert "tied with the tuned best on val" in curse and "→" in curse and " of 3 |" in curse
     assert (tiny_study / "reports/tiny/ensemble_test.csv").is_file()
     ens = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`mtl.role` = 'ensemble'",

@@ -299,6 +299,40 @@ def test_warm_started_checkpoints_store_only_what_differs_from_the_base(tmp_path
     assert model.backbone.layer3.training and model.heads.training
 
 
+def test_half_precision_checkpoints_halve_the_file_and_answer_within_tolerance(tmp_path, fgo_small):
+    """fit(half=True), as study trials run: training and its val outputs are unchanged, the files store the
+    parameters in float16 (buffers, e.g. BatchNorm statistics, and the method's state in float32), are about
+    half the size, and the restored model's probabilities stay within 5e-3 of the float32 checkpoint's."""
+    from mtl.results.combine import to_prob
+    from mtl.serve.inference import split_outputs
+    from mtl.train.checkpoints import backbone_state, clear_cache
+    m = load_manifest(fgo_small)
+    cfg = TrainConfig(image_size=32, batch_size=16, epochs=1, augment=False, trunk_dims=[16], method="uncertainty")
+    full, half = fit(cfg, m, tmp_path / "full"), fit(cfg, m, tmp_path / "half", half=True)
+    assert full.history == half.history
+    a, b = (load_checkpoint(tmp_path / d / "epoch-1.pt") for d in ("full", "half"))
+    params = {n for n, _ in build_model(cfg, m.tasks).named_parameters()}
+    assert params and all(b["model"][k].dtype == torch.float16 for k in params)
+    buffers = [k for k in a["model"] if k not in params]
+    assert any(k.endswith("running_var") for k in buffers)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in buffers)
+    assert all(torch.equal(v, b["criterion"][k]) for k, v in a["criterion"].items() if isinstance(v, torch.Tensor))
+    assert (tmp_path / "half" / "epoch-1.pt").stat().st_size < 0.55 * (tmp_path / "full" / "epoch-1.pt").stat().st_size
+    out_full, out_half = split_outputs(a, m, "val"), split_outputs(b, m, "val")
+    for t in m.tasks:
+        assert torch.allclose(out_full[t.name], full.val_outputs[t.name], atol=1e-5)  # float32 files: exact
+        diff = (to_prob(t, out_half[t.name]) - to_prob(t, out_full[t.name])).abs().max().item()
+        assert 0 < diff < 5e-3, (t.name, diff)  # rounded, and within tolerance
+    # a float16 checkpoint as a warm start reads back as float32 (comparisons against it stay exact)
+    clear_cache()
+    base = backbone_state(str(tmp_path / "half"))
+    assert all(v.dtype != torch.float16 for v in base.values())
+    assert torch.equal(base["conv1.weight"], b["model"]["backbone.conv1.weight"].float())
+    clear_cache()
+    with pytest.raises(ValueError, match="resum"):
+        fit(cfg, m, tmp_path / "r", half=True, resumable=True)
+
+
 @pytest.mark.parametrize("change,needle", [
     ('freeze="layer9"', "search space: freeze=layer9: no such backbone stage"),
     ('init="nowhere.pt"', "search space: init=nowhere.pt: no such file or directory"),

@@ -126,7 +126,7 @@ def selection_lines(tasks: list[Task], final: Final, choices: dict, sel: ValSele
     cols = [("routing", "routing", "tuned best"), ("chosen", "chosen on val", "chosen ensemble")]
     if served is not None and SERVED in final.rows:  # the served ensemble: the best of many budgeted sets on val
         cols.append(("served", SERVED, "served ensemble"))
-    lines = ["", "## ValSelection on val and what it cost (winner's curse)", "",
+    lines = ["", "## Selection on val and what it cost (winner's curse)", "",
              "Val score → test score (optimism = how much better val looked). A model picked as the best of many on "
              "val is expected to look better on val than it is; the front trials' mean optimism is the reference. "
              "Tied: trials whose paired val difference from the tuned best has a 95 % interval containing 0.", "",

@@ -57,13 +57,17 @@ def clear_cache() -> None:
 # ------------------------------------------------------------------------------------------------
 # save, load, restore
 # ------------------------------------------------------------------------------------------------
-def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_state: dict, last_epoch: int) -> Path:
+def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_state: dict, last_epoch: int,
+                     half: frozenset[str] = frozenset()) -> Path:
     """One file per distinct epoch (`epoch-<e>.pt`, plain dicts with the config) and `index.json`
     mapping each task to its best epoch's file, plus `last`. Tasks that peak together share a file.
     With a warm start (`init`) from a file or a run's checkpoint, backbone weights still equal to the base
     are not stored again: the checkpoint names its base in its config and `restore` puts them back (a
     frozen resnet18 backbone is 43 MB a file that 40 trials would otherwise each write several times).
-    A registry model as base is stored whole: its versions are replaced and deleted."""
+    A registry model as base is stored whole: its versions are replaced and deleted.
+    `half`: the names of weights stored in float16 (a study trial's parameters: half the bytes, outputs
+    within a tested tolerance); buffers (BatchNorm's running statistics), the criterion's state and any
+    value float16 cannot hold stay float32. Loading casts them back (`load_state_dict` copies into float32)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = last_state.pop("progress", None)
     states = {**states, last_epoch: {**(states.get(last_epoch) or last_state),
@@ -73,7 +77,7 @@ def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_s
     except UserError:  # the base moved since training started: store every weight rather than lose them
         base = {}
     for epoch, state in states.items():
-        kept = {k: v for k, v in state["model"].items()
+        kept = {k: _stored(v, k in half) for k, v in state["model"].items()
                 if not (k.startswith("backbone.") and k[9:] in base and torch.equal(v, base[k[9:]]))}
         extra = {"progress": state["progress"]} if "progress" in state else {}
         tmp = out_dir / (epoch_file(epoch) + ".tmp")  # written whole, then renamed: a kill never leaves half a file
@@ -85,6 +89,19 @@ def save_checkpoints(out_dir: Path, cfg, tasks, states: dict, best: dict, last_s
         if old.name not in {epoch_file(e) for e in states}:
             old.unlink()
     return out_dir
+
+
+def _stored(value: torch.Tensor, half: bool) -> torch.Tensor:
+    """`value` as stored: float16 where asked and it fits (finite where the float32 value is), else as is."""
+    if not half or value.dtype != torch.float32:
+        return value
+    h = value.half()
+    return h if torch.equal(torch.isfinite(h), torch.isfinite(value)) else value
+
+
+def as_float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights stored in float16 read back as float32 (what the model holds), so comparisons stay exact."""
+    return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -254,7 +271,7 @@ def _read_backbone_at(source: str, path: Path) -> dict[str, torch.Tensor]:
         ckpt = checkpoint_from_model(path)
         state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
         base = ckpt["config"].get("init")
-        return {**(backbone_state(base) if base else {}), **state}
+        return {**(backbone_state(base) if base else {}), **as_float32(state)}
     if path.is_dir() and not is_checkpoint_dir(path):
         files = sorted(path.glob("*.pt")) + sorted(path.glob("*.pth"))
         if len(files) != 1:
@@ -278,7 +295,7 @@ def _read_backbone_at(source: str, path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"init={source}: neither an mtl checkpoint nor a state dict of tensors")
     if not state:
         raise UserError(f"init={source}: holds no backbone weights")
-    return state
+    return as_float32(state)
 
 
 def load_backbone(model, source: str) -> None:

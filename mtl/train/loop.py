@@ -203,7 +203,7 @@ class FitResult:
 
 def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_epoch=None,
         resume: dict | None = None, init: dict | None = None, finetune: str | None = None,
-        only: list[str] | None = None, resumable: bool = False) -> FitResult:
+        only: list[str] | None = None, resumable: bool = False, half: bool = False) -> FitResult:
     """Train `cfg.epochs` epochs; keep the best state per task (by its primary val metric) and the last.
 
     `resume`: the last checkpoint of a resumable run (`train --from`): its model, method state, optimizer,
@@ -212,8 +212,12 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
     from at epoch 1 with a fresh optimizer (`train --init`, a warm start); `cfg.init` only says where a fresh
     model's backbone starts. `finetune=TASK` trains that head only, the rest frozen; `only=[TASK]` builds and
     trains a model with just those heads (single-task baselines). `resumable`: the checkpoint directory is
-    written after every epoch, its last epoch with everything `resume` needs.
+    written after every epoch, its last epoch with everything `resume` needs. `half`: the checkpoints store
+    the model's parameters in float16 (study trials: many runs, each kept for ranking and serving; training
+    and its val outputs stay float32; not with `resumable`, whose continuation must be exact).
     """
+    if half and resumable:
+        raise ValueError("fit: half-precision checkpoints cannot be resumed exactly (half=True with resumable=True)")
     cfg = cfg.replace(init=canonical(cfg.init))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -233,7 +237,8 @@ def fit(cfg: TrainConfig, manifest: Manifest, out_dir: Path | None = None, on_ep
         state = _cpu_state(model, criterion)
         if progress:
             state["progress"] = progress_state(optimizer, scheduler, best, generators, history)
-        return save_checkpoints(Path(out_dir), cfg, tasks, best.states, best.best, state, last_epoch)
+        return save_checkpoints(Path(out_dir), cfg, tasks, best.states, best.best, state, last_epoch,
+                                half=frozenset(n for n, _ in model.named_parameters()) if half else frozenset())
     for epoch in range(first, cfg.epochs + 1):
         train_losses = train_one_epoch(net, criterion, optimizer, train_loader, device, cfg, augment)
         criterion.end_epoch(train_losses)

@@ -84,7 +84,7 @@ class Objective:
             t0 = time.perf_counter()
             with run.artifact_dir("checkpoints") as ckpt_dir:
                 try:
-                    result = fit(cfg, self.manifest, ckpt_dir, on_epoch=self.on_epoch(trial, run, cfg))
+                    result = fit(cfg, self.manifest, ckpt_dir, on_epoch=self.on_epoch(trial, run, cfg), half=True)
                 except DivergedError as e:
                     trial.set_user_attr("fail_reason", f"diverged: {e}")
                     raise
