@@ -8,11 +8,11 @@ trial has its own seed). The first `fixed` trial is the write-ups' plain sum. Ar
 rates are fixed so the method is the only difference; single-task baselines (one head alone, same
 epochs and warm start) give each trial's Δm % (Maninis et al. 2019).
 
-What is shared: the PRETRAIN backbone of fgo_regularization is loaded, its stages up to layer3 are frozen
+What is shared: the PRETRAIN backbone of fgo_rotation is loaded, its stages up to layer3 are frozen
 (their outputs cached once per process), and layer4 plus a 256-wide trunk are trained by every method —
 the parameters where task gradients can conflict. With _REPEATS=3 the defaults took 10.4 minutes on 2
 CPU cores (the five baselines and 42 trials of about 13 s at 40 px; the pretrain stage reused from
-fgo_regularization); a trained layer4 makes each trial's checkpoints about 34 MB a file.
+fgo_rotation); a trained layer4 makes each trial's checkpoints about 34 MB a file.
 
     make tune STUDY=fgo_weighting && make pareto STUDY=fgo_weighting
 """

